@@ -1,0 +1,28 @@
+"""darnn: dynamical learning in deep asymmetric recurrent networks (arXiv:2509.05041)."""
+
+from .config import LearningConfig, NetworkConfig
+from .dynamics import Relaxation, is_fixed_point, relax, spin_sign
+from .estimator import DARNClassifier
+from .learning import StepStats, evaluate, learning_step, local_rule, predict_scores, two_phase
+from .network import Network, Recurrent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DARNClassifier",
+    "LearningConfig",
+    "Network",
+    "NetworkConfig",
+    "Recurrent",
+    "Relaxation",
+    "StepStats",
+    "__version__",
+    "evaluate",
+    "is_fixed_point",
+    "learning_step",
+    "local_rule",
+    "predict_scores",
+    "relax",
+    "spin_sign",
+    "two_phase",
+]

@@ -1,0 +1,217 @@
+"""Plain, validated configuration dataclasses (SPEC §3).
+
+`NetworkConfig` describes the architecture and initial scales, `LearningConfig` the
+sweeps, margins, rates and decays of the two-phase local rule. Both validate in
+``__post_init__`` so a bad value fails before any work is done, with a message that
+names the field and the accepted values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+SCHEDULES = ("synchronous", "sequential", "asynchronous")
+INTER_KINDS = ("identity", "sparse")
+LABEL_ENCODINGS = ("pm1", "rescaled")
+SPARSE_FORMATS = ("auto", "dense", "csr")
+MARGIN_CONVENTIONS = ("total", "offdiag")
+
+C = TypeVar("C")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; accepted values: {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number {bound}")
+
+
+def _check_density(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ValueError(f"{name}={value!r} is not valid; a density must lie in (0, 1]")
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number")
+
+
+def _check_count(name: str, value: int, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= {minimum}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture and initial scales (SPEC §3 table). Sizes of input/readout come from data.
+
+    Defaults follow the authors' JAX recipe (SPEC §4 A) with dense couplings.
+    """
+
+    hidden: tuple[int, ...] = (1000,)  # N_l of each hidden module
+    j_d: float = 0.95  # fixed self-coupling on the diagonal of every J_l
+    j_strength: float = 1.0
+    j_density: float = 1.0  # 1 - p_J
+    w_in_strength: float = 5.0
+    w_in_density: float = 1.0  # 1 - p_in
+    input_to_all: bool = False  # W_in feeds every hidden module, not only the first
+    inter: str = "identity"  # one-to-one lambda*I, or sparse random positive ("excitatory")
+    lambda_forward: float = 1.0  # l-1 -> l
+    lambda_backward: float = 1.0  # l+1 -> l
+    inter_fan_in: int = 1  # presynaptic partners per unit when inter="sparse"
+    w_out_strength: float = 1.0
+    w_back_strength: float = 1.3
+    label_encoding: str = "rescaled"  # "rescaled": +1 -> sqrt(C-1)/2, -1 -> -1/sqrt(C-1)
+    sparse_format: str = "auto"  # masked couplings stored dense, as CSR, or CSR when density <= 0.2
+
+    def __post_init__(self) -> None:
+        hidden = self.hidden
+        if (
+            isinstance(hidden, int)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in hidden)
+            or len(hidden) == 0
+        ):
+            raise ValueError(
+                f"hidden={hidden!r} is not valid; give one positive integer size per hidden "
+                "module, e.g. (1600,) or (800, 800)"
+            )
+        object.__setattr__(self, "hidden", tuple(hidden))
+        _check_finite("j_d", self.j_d)
+        for name in ("j_strength", "w_in_strength", "w_out_strength", "w_back_strength"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        for name in ("lambda_forward", "lambda_backward"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        _check_density("j_density", self.j_density)
+        _check_density("w_in_density", self.w_in_density)
+        _check_choice("inter", self.inter, INTER_KINDS)
+        _check_choice("label_encoding", self.label_encoding, LABEL_ENCODINGS)
+        _check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
+        _check_count("inter_fan_in", self.inter_fan_in, minimum=1)
+        if self.inter == "sparse" and len(hidden) > 1 and self.inter_fan_in > min(hidden):
+            raise ValueError(
+                f"inter_fan_in={self.inter_fan_in} exceeds the smallest hidden module "
+                f"({min(hidden)} units); use at most {min(hidden)}"
+            )
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """Sweeps, margins, rates and decays of the two-phase local rule (SPEC §3 step 1-5).
+
+    Update of a learned matrix W feeding unit i from presynaptic activity x:
+    ``dW_ij = lr * s_i * 1[s_i h_i <= kappa] * x_j / (sqrt(B) * sqrt(fan_in))`` summed over
+    the batch, then ``W *= 1 - decay``. ``fan_in`` is the expected number of non-zero
+    inputs of a unit (n_in * density). With ``margin_convention="offdiag"`` (authors'
+    PyTorch code) the hidden margins are measured on the field without the J_D s_i term,
+    i.e. the effective threshold is kappa + J_D; with "total" (authors' JAX code) the
+    field includes it and kappa is used as given.
+    """
+
+    schedule: str = "synchronous"
+    warmup_sweeps: int = 1
+    clamped_sweeps: int = 5
+    free_sweeps: int = 5
+    eval_sweeps: int = 5
+    margin_convention: str = "total"
+    kappa_in: float = 1.78
+    kappa_j: float = 1.78
+    kappa_inter: float = 1.78
+    kappa_out: float = 7.0
+    lr_in: float = 0.159
+    lr_j: float = 0.058
+    lr_inter: float = 0.0
+    lr_out: float = 0.17
+    decay_in: float = 0.0
+    decay_j: float = 0.0
+    decay_inter: float = 0.0
+    decay_out: float = 0.0
+    learn_inter: bool = False  # inter-module forward couplings are fixed unless asked
+
+    def __post_init__(self) -> None:
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("margin_convention", self.margin_convention, MARGIN_CONVENTIONS)
+        _check_count("warmup_sweeps", self.warmup_sweeps, minimum=0)
+        for name in ("clamped_sweeps", "free_sweeps", "eval_sweeps"):
+            _check_count(name, getattr(self, name), minimum=0)
+        for name in ("kappa_in", "kappa_j", "kappa_inter", "kappa_out"):
+            _check_finite(name, getattr(self, name))
+        for name in ("lr_in", "lr_j", "lr_inter", "lr_out"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        for name in ("decay_in", "decay_j", "decay_inter", "decay_out"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"{name}={value!r} is not valid; a decay must lie in [0, 1)")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Does ``value`` (parsed from YAML/TOML/CLI) fit the dataclass field annotation?"""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(annotation)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def from_dict(cls: type[C], values: dict[str, Any], *, section: str = "") -> C:
+    """Build a config dataclass from a plain mapping; unknown keys and wrong types name the key."""
+    prefix = f"{section}." if section else ""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(
+                f"unknown config key '{prefix}{key}'; valid keys in this section: "
+                f"{', '.join(sorted(known))}"
+            )
+        if not _type_ok(value, hints[key]):
+            raise TypeError(
+                f"config key '{prefix}{key}' has value {value!r} of type "
+                f"{type(value).__name__}; expected {_type_name(hints[key])}"
+            )
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**converted)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain-data view of a config dataclass (tuples become lists for YAML/JSON)."""
+    out = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+__all__ = [
+    "INTER_KINDS",
+    "LABEL_ENCODINGS",
+    "MARGIN_CONVENTIONS",
+    "SCHEDULES",
+    "SPARSE_FORMATS",
+    "LearningConfig",
+    "NetworkConfig",
+    "from_dict",
+    "to_dict",
+]

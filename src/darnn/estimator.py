@@ -1,0 +1,238 @@
+"""scikit-learn estimator around the network and the two-phase local rule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .config import LearningConfig, NetworkConfig
+from .learning import evaluate, learning_step
+from .network import Network
+
+_NETWORK_KEYS = tuple(f.name for f in dataclasses.fields(NetworkConfig))
+_LEARNING_KEYS = tuple(f.name for f in dataclasses.fields(LearningConfig))
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class DARNClassifier(ClassifierMixin, BaseEstimator):
+    """Deep asymmetric recurrent network trained by dynamical learning (arXiv:2509.05041).
+
+    Hyperparameters are those of `NetworkConfig` and `LearningConfig` (same names, same
+    defaults: the authors' JAX recipe with dense couplings), plus the training loop's.
+    Features are used as given: scale them to about [0, 1] or [-1, 1] first.
+
+    Learned attributes: ``network_`` (the trained `Network`), ``classes_``,
+    ``n_features_in_``, ``n_iter_`` (epochs run) and ``history_`` (per-epoch diagnostics).
+    """
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (1000,),
+        j_d: float = 0.95,
+        j_strength: float = 1.0,
+        j_density: float = 1.0,
+        w_in_strength: float = 5.0,
+        w_in_density: float = 1.0,
+        input_to_all: bool = False,
+        inter: str = "identity",
+        lambda_forward: float = 1.0,
+        lambda_backward: float = 1.0,
+        inter_fan_in: int = 1,
+        w_out_strength: float = 1.0,
+        w_back_strength: float = 1.3,
+        label_encoding: str = "rescaled",
+        sparse_format: str = "auto",
+        schedule: str = "synchronous",
+        warmup_sweeps: int = 1,
+        clamped_sweeps: int = 5,
+        free_sweeps: int = 5,
+        eval_sweeps: int = 5,
+        margin_convention: str = "total",
+        kappa_in: float = 1.78,
+        kappa_j: float = 1.78,
+        kappa_inter: float = 1.78,
+        kappa_out: float = 7.0,
+        lr_in: float = 0.159,
+        lr_j: float = 0.058,
+        lr_inter: float = 0.0,
+        lr_out: float = 0.17,
+        decay_in: float = 0.0,
+        decay_j: float = 0.0,
+        decay_inter: float = 0.0,
+        decay_out: float = 0.0,
+        learn_inter: bool = False,
+        n_epochs: int = 10,
+        batch_size: int = 16,
+        random_state: int | np.random.RandomState | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+    ):
+        self.hidden = hidden
+        self.j_d = j_d
+        self.j_strength = j_strength
+        self.j_density = j_density
+        self.w_in_strength = w_in_strength
+        self.w_in_density = w_in_density
+        self.input_to_all = input_to_all
+        self.inter = inter
+        self.lambda_forward = lambda_forward
+        self.lambda_backward = lambda_backward
+        self.inter_fan_in = inter_fan_in
+        self.w_out_strength = w_out_strength
+        self.w_back_strength = w_back_strength
+        self.label_encoding = label_encoding
+        self.sparse_format = sparse_format
+        self.schedule = schedule
+        self.warmup_sweeps = warmup_sweeps
+        self.clamped_sweeps = clamped_sweeps
+        self.free_sweeps = free_sweeps
+        self.eval_sweeps = eval_sweeps
+        self.margin_convention = margin_convention
+        self.kappa_in = kappa_in
+        self.kappa_j = kappa_j
+        self.kappa_inter = kappa_inter
+        self.kappa_out = kappa_out
+        self.lr_in = lr_in
+        self.lr_j = lr_j
+        self.lr_inter = lr_inter
+        self.lr_out = lr_out
+        self.decay_in = decay_in
+        self.decay_j = decay_j
+        self.decay_inter = decay_inter
+        self.decay_out = decay_out
+        self.learn_inter = learn_inter
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+
+    # ----- configuration ---------------------------------------------------------
+    def network_config(self) -> NetworkConfig:
+        values = {k: getattr(self, k) for k in _NETWORK_KEYS}
+        hidden = values["hidden"]
+        values["hidden"] = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
+        return NetworkConfig(**values)
+
+    def learning_config(self) -> LearningConfig:
+        return LearningConfig(**{k: getattr(self, k) for k in _LEARNING_KEYS})
+
+    def _check_loop_params(self) -> None:
+        for name in ("n_epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
+        if self.dtype not in _DTYPES:
+            raise ValueError(
+                f"dtype={self.dtype!r} is not valid; accepted values: float32, float64"
+            )
+        if not (self.device == "cpu" or str(self.device).startswith("cuda")):
+            raise ValueError(f"device={self.device!r} is not valid; accepted values: cpu, cuda[:N]")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={self.device!r} was asked for but no CUDA device is available"
+            )
+
+    # ----- fitting ---------------------------------------------------------------
+    def fit(self, X, y) -> DARNClassifier:  # type: ignore[no-untyped-def]
+        """Train for ``n_epochs`` epochs from a fresh network."""
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self._init_network(np.unique(y))
+        for _ in range(self.n_epochs):
+            self._run_epoch(X, y)
+        return self
+
+    def partial_fit(self, X, y, classes=None) -> DARNClassifier:  # type: ignore[no-untyped-def]
+        """One epoch over (X, y); the first call needs ``classes`` (all labels ever seen)."""
+        first = not hasattr(self, "network_")
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        check_classification_targets(y)
+        if first:
+            if classes is None:
+                raise ValueError("classes must be given on the first call to partial_fit")
+            self._init_network(np.unique(np.asarray(classes)))
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes={list(np.unique(classes))} differ from those of the first call "
+                f"({list(self.classes_)})"
+            )
+        self._run_epoch(X, y)
+        return self
+
+    def _init_network(self, classes: np.ndarray) -> None:
+        net_cfg, self._learning = self.network_config(), self.learning_config()
+        self._check_loop_params()
+        if len(classes) < 2:
+            raise ValueError(
+                f"need samples of at least 2 classes to fit, got 1 class: {list(classes)}"
+            )
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        self._generator = torch.Generator().manual_seed(seed)
+        self.classes_ = classes
+        self.network_ = Network(
+            net_cfg,
+            self.n_features_in_,
+            len(classes),
+            seed=seed,
+            device=self.device,
+            dtype=_DTYPES[self.dtype],
+        )
+        self.n_iter_ = 0
+        self.history_: list[dict[str, float]] = []
+
+    def _encode(self, y: np.ndarray) -> torch.Tensor:
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        unknown = self.classes_[idx] != y
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels not seen in the first fit: {sorted(set(y[unknown]))}; "
+                f"known classes are {list(self.classes_)}"
+            )
+        return torch.as_tensor(idx, dtype=torch.int64, device=self.network_.device)
+
+    def _run_epoch(self, X: np.ndarray, y: np.ndarray) -> None:
+        net = self.network_
+        xt = torch.tensor(X, dtype=net.dtype, device=net.device)
+        yt = self._encode(y)
+        order = torch.randperm(len(yt), generator=self._generator).to(net.device)
+        correct = unstable = 0.0
+        steps = 0
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            stats = learning_step(net, xt[idx], yt[idx], self._learning, self._generator)
+            correct += float(stats.correct)
+            unstable += float(stats.unstable)
+            steps += 1
+        self.n_iter_ += 1
+        self.history_.append(
+            {"train_accuracy": correct / len(yt), "unstable": unstable / max(steps, 1)}
+        )
+
+    # ----- prediction ------------------------------------------------------------
+    def decision_function(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Readout fields (n, C) after the free relaxation; (n,) for two classes."""
+        check_is_fitted(self, "network_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        xt = torch.as_tensor(X, dtype=self.network_.dtype)
+        scores = evaluate(self.network_, xt, None, self.learning_config())["scores"]
+        out = scores.cpu().numpy()  # type: ignore[union-attr]
+        return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
+
+    def predict(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
+        scores = self.decision_function(X)
+        idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[idx]
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,171 @@
+"""The two-phase training step and the local perceptron rule with margin (SPEC §3).
+
+One batch: warm-up (input only) -> clamped phase (label field on the last module) ->
+free phase (label removed) -> every learned matrix takes a local update computed from
+the final state s* and the *free* fields. No error is propagated; the label reaches the
+hidden units only through the fixed random feedback W_back during the clamped phase.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import LearningConfig
+from .dynamics import Relaxation, relax
+from .network import Network
+
+
+@dataclass
+class StepStats:
+    """Per-batch diagnostics, kept as tensors so a step never forces a device sync."""
+
+    batch_size: int
+    correct: Tensor  # free-phase readout argmax == label (count)
+    unstable: Tensor  # hidden units with s_i h_i <= kappa_j after the free phase (fraction)
+    converged: Tensor  # samples whose free phase ended at a fixed point (count)
+    free_sweeps: Tensor  # sweeps the free phase ran, summed over samples
+
+
+def local_rule(
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    states: list[Tensor],
+    fields: list[Tensor],
+    cfg: LearningConfig,
+) -> Tensor:
+    """Apply the perceptron rule with margin to every learned matrix, in place.
+
+    All updates read only `states`, `fields` (the free fields at s*, label excluded) and
+    the pre-update readout, so applying them one after the other equals applying them
+    together. Returns the (B, N_L) mask of hidden units unstable w.r.t. kappa_j (last module).
+    """
+    c = net.config
+    batch = x.shape[0]
+    inv_sqrt_b = 1.0 / math.sqrt(batch)
+    offset = net.recurrent.j_d_value if cfg.margin_convention == "offdiag" else 0.0
+    rec = net.recurrent
+
+    def update(coupling, post: Tensor, pre: Tensor, lr: float, decay: float, fan_in: float) -> None:  # type: ignore[no-untyped-def]
+        if lr or decay:
+            coupling.add_outer_(post, pre, alpha=lr * inv_sqrt_b / math.sqrt(fan_in), decay=decay)
+
+    h_out = net.readout(states[-1])  # before W_out changes
+    unstable_j = states[-1]
+    for l, (s, h) in enumerate(zip(states, fields)):
+        stability = s * h
+        if l < len(net.w_in):
+            post = s * (stability <= cfg.kappa_in + offset)
+            update(net.w_in[l], post, x, cfg.lr_in, cfg.decay_in, net.n_features * c.w_in_density)
+        mask_j = stability <= cfg.kappa_j + offset
+        update(rec.J[l], s * mask_j, s, cfg.lr_j, cfg.decay_j, s.shape[1] * c.j_density)
+        unstable_j = mask_j
+        if cfg.learn_inter and l > 0:
+            post = s * (stability <= cfg.kappa_inter + offset)
+            fan = 1.0 if c.inter == "identity" else float(c.inter_fan_in)
+            update(
+                rec.forward_couplings[l - 1],
+                post,
+                states[l - 1],
+                cfg.lr_inter,
+                cfg.decay_inter,
+                fan,
+            )
+    t = net.targets(y)
+    post_out = t * (t * h_out <= cfg.kappa_out)
+    update(net.w_out, post_out, states[-1], cfg.lr_out, cfg.decay_out, states[-1].shape[1])
+    return unstable_j
+
+
+def two_phase(
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    cfg: LearningConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[list[Tensor], Relaxation]:
+    """Warm-up, clamped and free phases from s = 0. Returns the input drives and the free
+    phase's outcome (its fields are the free fields at s*, label excluded)."""
+    rec = net.recurrent
+    drives = net.input_drives(x)
+    kw = {"schedule": cfg.schedule, "generator": generator}
+    warm = relax(rec, drives, max_sweeps=cfg.warmup_sweeps, **kw)
+    clamped_ext = [*drives[:-1], drives[-1] + net.label_field(y)]
+    clamped = relax(
+        rec, clamped_ext, warm.states, internal=warm.internal, max_sweeps=cfg.clamped_sweeps, **kw
+    )
+    free = relax(
+        rec, drives, clamped.states, internal=clamped.internal, max_sweeps=cfg.free_sweeps, **kw
+    )
+    return drives, free
+
+
+def learning_step(
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    cfg: LearningConfig,
+    generator: torch.Generator | None = None,
+) -> StepStats:
+    """One training batch: two phases, then the local rule (weights change in place)."""
+    _, free = two_phase(net, x, y, cfg, generator)
+    correct = (net.readout(free.states[-1]).argmax(dim=1) == y).sum()
+    unstable = local_rule(net, x, y, free.states, free.fields, cfg)
+    return StepStats(
+        batch_size=x.shape[0],
+        correct=correct,
+        unstable=unstable.float().mean(),
+        converged=free.converged.sum(),
+        free_sweeps=free.sweeps.sum(),
+    )
+
+
+def predict_scores(
+    net: Network,
+    x: Tensor,
+    cfg: LearningConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Relaxation]:
+    """Readout field after warm-up + eval sweeps with the input alone (never the label)."""
+    drives = net.input_drives(x)
+    out = relax(
+        net.recurrent,
+        drives,
+        max_sweeps=cfg.warmup_sweeps + cfg.eval_sweeps,
+        schedule=cfg.schedule,
+        generator=generator,
+    )
+    return net.readout(out.states[-1]), out
+
+
+@torch.no_grad()
+def evaluate(
+    net: Network,
+    X: Tensor,
+    y: Tensor | None,
+    cfg: LearningConfig,
+    batch_size: int = 2048,
+) -> dict[str, float | Tensor]:
+    """Scores for a whole data set in batches; accuracy and dynamics diagnostics if y is given."""
+    scores, sweeps, converged = [], 0, 0
+    for start in range(0, X.shape[0], batch_size):
+        xb = X[start : start + batch_size].to(net.device, net.dtype)
+        s, out = predict_scores(net, xb, cfg)
+        scores.append(s)
+        sweeps += int(out.sweeps.sum())
+        converged += int(out.converged.sum())
+    all_scores = torch.cat(scores) if scores else torch.empty(0, net.n_classes)
+    n = max(X.shape[0], 1)
+    result: dict[str, float | Tensor] = {
+        "scores": all_scores,
+        "sweeps": sweeps / n,
+        "converged": converged / n,
+    }
+    if y is not None:
+        pred = all_scores.argmax(dim=1).cpu()
+        result["accuracy"] = float((pred == y.cpu()).float().mean())
+    return result

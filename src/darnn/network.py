@@ -1,0 +1,252 @@
+"""The deep asymmetric recurrent network (SPEC §2-3).
+
+`Recurrent` is the part the dynamics needs: hidden modules with couplings J_l (zero
+diagonal, plus the fixed self-coupling J_D) and the inter-module couplings. `Network`
+adds the input couplings W_in, the readout W_out and the fixed random label feedback
+W_back. Constants (J_D, masks, label code) are buffers; learned weights are frozen
+Parameters, so ``state_dict()`` holds everything and autograd never runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .config import NetworkConfig
+from .couplings import (
+    Coupling,
+    DenseCoupling,
+    IdentityCoupling,
+    convert,
+    excitatory_coupling,
+    gaussian_coupling,
+)
+
+# "auto" stores a masked coupling as CSR at or below this density.
+_AUTO_CSR_DENSITY = 0.2
+
+
+class Recurrent(nn.Module):
+    """Hidden modules s^1..s^L and every coupling among them.
+
+    Internal field of module l: J_l s_l + J_D s_l + F_l s_{l-1} + B_l s_{l+1}, where F_l
+    (forward, from l-1) and B_l (backward, from l+1) are the inter-module couplings.
+    """
+
+    def __init__(
+        self,
+        J: Sequence[Coupling],
+        j_d: float,
+        forward: Sequence[Coupling] = (),
+        backward: Sequence[Coupling] = (),
+    ):
+        super().__init__()
+        n = len(J)
+        if len(forward) != n - 1 or len(backward) != n - 1:
+            raise ValueError(
+                f"a chain of {n} modules needs {n - 1} forward and {n - 1} backward couplings, "
+                f"got {len(forward)} and {len(backward)}"
+            )
+        self.J = nn.ModuleList(J)
+        self.forward_couplings = nn.ModuleList(forward)  # [l-1] maps module l-1 -> l
+        self.backward_couplings = nn.ModuleList(backward)  # [l] maps module l+1 -> l
+        # float64 so a float64 network holds J_D exactly; the Python copy keeps the hot
+        # path free of device syncs.
+        self.register_buffer("j_d", torch.tensor(float(j_d), dtype=torch.float64))
+        self.j_d_value = float(j_d)
+        self.sizes = tuple(c.n_out for c in J)
+
+    @classmethod
+    def from_matrices(
+        cls,
+        J: Sequence[Tensor],
+        j_d: float,
+        lambda_forward: float = 0.0,
+        lambda_backward: float = 0.0,
+    ) -> Recurrent:
+        """A chain from given square matrices (diagonal ignored) with lambda*I between modules."""
+        for i, m in enumerate(J):
+            if m.ndim != 2 or m.shape[0] != m.shape[1]:
+                raise ValueError(f"J[{i}] must be a square matrix, got shape {tuple(m.shape)}")
+        couplings = [DenseCoupling(m.clone(), zero_diagonal=True) for m in J]
+        fwd, bwd = [], []
+        for a, b in zip(J[:-1], J[1:]):
+            if a.shape != b.shape:
+                raise ValueError("one-to-one inter-module couplings need modules of equal size")
+            fwd.append(IdentityCoupling(torch.full((b.shape[0],), float(lambda_forward))))
+            bwd.append(IdentityCoupling(torch.full((a.shape[0],), float(lambda_backward))))
+        return cls(couplings, j_d, fwd, bwd).to(J[0].dtype)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes)
+
+    def layer_field(self, l: int, states: Sequence[Tensor]) -> Tensor:
+        """Internal field of module l at `states` (new tensor)."""
+        s = states[l]
+        h = self.J[l].field(s)
+        h.add_(s, alpha=self.j_d_value)
+        if l > 0:
+            self.forward_couplings[l - 1].add_field_(states[l - 1], h)
+        if l < self.n_layers - 1:
+            self.backward_couplings[l].add_field_(states[l + 1], h)
+        return h
+
+    def internal_fields(self, states: Sequence[Tensor]) -> list[Tensor]:
+        return [self.layer_field(l, states) for l in range(self.n_layers)]
+
+    def dense_matrix(self) -> Tensor:
+        """The whole chain as one (sum N_l)^2 matrix K, diagonal J_D: h_int = s K^T."""
+        total = sum(self.sizes)
+        ref = self.J[0].to_dense()
+        K = torch.zeros(total, total, dtype=ref.dtype, device=ref.device)
+        off = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
+        for l in range(self.n_layers):
+            a, b = off[l], off[l + 1]
+            K[a:b, a:b] = self.J[l].to_dense()
+            if l > 0:
+                K[a:b, off[l - 1] : a] = self.forward_couplings[l - 1].to_dense()
+            if l < self.n_layers - 1:
+                K[a:b, b : off[l + 2]] = self.backward_couplings[l].to_dense()
+        K.diagonal().fill_(self.j_d_value)
+        return K
+
+
+class Network(nn.Module):
+    """Input -> hidden chain -> readout, with fixed random label feedback (SPEC §3 table)."""
+
+    def __init__(
+        self,
+        config: NetworkConfig,
+        n_features: int,
+        n_classes: int,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        if n_features < 1 or n_classes < 2:
+            raise ValueError(
+                f"need n_features >= 1 and n_classes >= 2, got {n_features} and {n_classes}"
+            )
+        self.config = config
+        self.n_features, self.n_classes = n_features, n_classes
+        c = config
+        sizes = c.hidden
+        # All draws on a CPU generator in a fixed order: the seed alone fixes the weights,
+        # whatever the device or storage format.
+        gen = torch.Generator().manual_seed(seed)
+
+        def storage(density: float) -> bool:
+            if c.sparse_format == "auto":
+                return density <= _AUTO_CSR_DENSITY
+            return c.sparse_format == "csr"
+
+        fed = range(len(sizes)) if c.input_to_all else range(1)
+        w_in = [
+            gaussian_coupling(
+                sizes[l],
+                n_features,
+                strength=c.w_in_strength,
+                density=c.w_in_density,
+                generator=gen,
+                sparse=storage(c.w_in_density),
+            )
+            for l in fed
+        ]
+        J = [
+            gaussian_coupling(
+                n,
+                n,
+                strength=c.j_strength,
+                density=c.j_density,
+                generator=gen,
+                zero_diagonal=True,
+                sparse=storage(c.j_density),
+            )
+            for n in sizes
+        ]
+        fwd: list[Coupling] = []
+        bwd: list[Coupling] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            if c.inter == "identity":
+                if a != b:
+                    raise ValueError(
+                        f"inter='identity' needs equal module sizes, got hidden={sizes}; "
+                        "use inter='sparse' for modules of different sizes"
+                    )
+                fwd.append(IdentityCoupling(torch.full((b,), c.lambda_forward)))
+                bwd.append(IdentityCoupling(torch.full((a,), c.lambda_backward)))
+            else:
+                k = c.inter_fan_in
+                fwd.append(excitatory_coupling(b, a, lam=c.lambda_forward, fan_in=k, generator=gen))
+                bwd.append(
+                    excitatory_coupling(a, b, lam=c.lambda_backward, fan_in=k, generator=gen)
+                )
+        self.recurrent = Recurrent(J, c.j_d, fwd, bwd)
+        self.w_in = nn.ModuleList(w_in)
+        n_last = sizes[-1]
+        self.w_out = gaussian_coupling(
+            n_classes, n_last, strength=c.w_out_strength, density=1.0, generator=gen
+        )
+        w_back = torch.randn(n_last, n_classes, generator=gen) * (
+            c.w_back_strength / math.sqrt(n_classes)
+        )
+        self.register_buffer("w_back", w_back)
+        if c.label_encoding == "rescaled":
+            on, off = math.sqrt(n_classes - 1) / 2, -1 / math.sqrt(n_classes - 1)
+        else:
+            on, off = 1.0, -1.0
+        self.register_buffer("label_code", torch.tensor([off, on]))
+        self.to(device=device, dtype=dtype)
+
+    # ----- structure -------------------------------------------------------------
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.recurrent.sizes
+
+    @property
+    def device(self) -> torch.device:
+        return self.w_back.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.w_back.dtype
+
+    def to_format(self, fmt: str) -> Network:
+        """Store every masked coupling as "dense" or "csr" (in place; same numbers)."""
+        rec = self.recurrent
+        rec.J = nn.ModuleList(convert(m, fmt) for m in rec.J)
+        self.w_in = nn.ModuleList(convert(m, fmt) for m in self.w_in)
+        return self
+
+    # ----- fields ----------------------------------------------------------------
+    def input_drives(self, x: Tensor) -> list[Tensor]:
+        """W_in x for every module (zeros where no input arrives); constant during dynamics."""
+        drives = [w.field(x) for w in self.w_in]
+        for n in self.sizes[len(drives) :]:
+            drives.append(x.new_zeros(x.shape[0], n))
+        return drives
+
+    def targets(self, y: Tensor) -> Tensor:
+        """One-hot +-1 code of the labels (B, C), used as readout targets."""
+        t = torch.full((y.shape[0], self.n_classes), -1.0, dtype=self.dtype, device=y.device)
+        return t.scatter_(1, y.view(-1, 1), 1.0)
+
+    def label_field(self, y: Tensor) -> Tensor:
+        """Feedback field W_back label (B, N_L) on the last module during the clamped phase."""
+        code = self.label_code[(self.targets(y) > 0).long()]
+        return code @ self.w_back.T
+
+    def readout(self, s_last: Tensor) -> Tensor:
+        """Readout field h_out = W_out s_L (B, C)."""
+        return self.w_out.field(s_last)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.parameters(), *self.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)

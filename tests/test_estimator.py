@@ -1,0 +1,103 @@
+import time
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils.estimator_checks import check_estimator
+
+from darnn import DARNClassifier
+
+# check_estimator checks we skip, and why. Empty today: every check passes.
+SKIPPED_CHECKS: dict[str, str] = {}
+
+
+def small(**kw: object) -> DARNClassifier:
+    return DARNClassifier(hidden=(64,), n_epochs=3, random_state=0, **kw)  # type: ignore[arg-type]
+
+
+def test_sklearn_check_estimator() -> None:
+    results = check_estimator(small(), on_fail=None)
+    failed = [
+        (r["check_name"], str(r["exception"]))
+        for r in results
+        if r["status"] == "failed" and r["check_name"] not in SKIPPED_CHECKS
+    ]
+    assert not failed, failed
+    assert sum(r["status"] == "passed" for r in results) >= 40
+
+
+def test_digits_accuracy_and_time() -> None:
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    start = time.perf_counter()
+    clf = make_pipeline(MinMaxScaler(), DARNClassifier(n_epochs=8, random_state=0))
+    clf.fit(Xtr, ytr)
+    accuracy = clf.score(Xte, yte)
+    elapsed = time.perf_counter() - start
+    print(f"digits: test accuracy {accuracy:.4f} in {elapsed:.1f} s")
+    assert accuracy >= 0.93
+    assert elapsed < 30
+
+
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 5))
+    y = rng.integers(0, 3, 150)
+    return (centers[y] + 0.3 * rng.normal(size=(150, 5))).astype(np.float32), y
+
+
+def test_pipeline_grid_search_and_string_labels() -> None:
+    X, y = blobs()
+    labels = np.array(["ant", "bee", "cat"])[y]
+    search = GridSearchCV(small(), {"j_d": [0.5, 0.95]}, cv=2).fit(X, labels)
+    assert search.best_params_["j_d"] in (0.5, 0.95)
+    assert set(search.predict(X)) <= set(labels)
+    assert search.score(X, labels) > 0.8
+
+
+def test_partial_fit_and_reproducibility() -> None:
+    X, y = blobs()
+    a = small().partial_fit(X, y, classes=[0, 1, 2]).partial_fit(X, y)
+    b = small().partial_fit(X, y, classes=[0, 1, 2]).partial_fit(X, y)
+    assert a.n_iter_ == 2 and len(a.history_) == 2
+    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+    with pytest.raises(ValueError, match=r"labels not seen.*\[7\]"):
+        a.partial_fit(X[:3], np.array([0, 1, 7]))
+    with pytest.raises(ValueError, match="classes must be given"):
+        small().partial_fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"hidden": (-3,)}, "hidden"),
+        ({"j_density": 1.5}, "j_density"),
+        ({"schedule": "chaotic"}, "synchronous, sequential, asynchronous"),
+        ({"n_epochs": 0}, "n_epochs"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"dtype": "float16"}, "float32, float64"),
+        ({"device": "tpu"}, "cpu, cuda"),
+    ],
+)
+def test_invalid_hyperparameters(params: dict, needle: str) -> None:
+    X, y = blobs()
+    with pytest.raises(ValueError, match=needle):
+        small(**params).fit(X, y)
+
+
+def test_bad_input_shapes_and_values() -> None:
+    X, y = blobs()
+    clf = small().fit(X, y)
+    with pytest.raises(ValueError, match="5 features"):
+        clf.predict(X[:, :4])
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        small().fit(bad, y)
+    with pytest.raises(ValueError, match="infinity"):
+        clf.predict(np.full((2, 5), np.inf))
+    with pytest.raises(ValueError, match="1 class"):
+        small().fit(X, np.zeros(len(X)))

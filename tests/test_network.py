@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+
+from darnn.config import NetworkConfig
+from darnn.couplings import DenseCoupling, IdentityCoupling, SparseCoupling, convert
+from darnn.network import Network, Recurrent
+
+
+def test_same_seed_same_weights_any_format() -> None:
+    cfg = NetworkConfig(hidden=(40,), j_density=0.1, w_in_density=0.3, sparse_format="dense")
+    dense = Network(cfg, 12, 3, seed=7)
+    sparse = Network(NetworkConfig(**{**cfg.__dict__, "sparse_format": "csr"}), 12, 3, seed=7)
+    assert isinstance(sparse.recurrent.J[0], SparseCoupling)
+    assert isinstance(dense.recurrent.J[0], DenseCoupling)
+    assert torch.equal(dense.recurrent.J[0].to_dense(), sparse.recurrent.J[0].to_dense())
+    assert torch.equal(dense.w_in[0].to_dense(), sparse.w_in[0].to_dense())
+    other = Network(cfg, 12, 3, seed=8)
+    assert not torch.equal(dense.w_in[0].to_dense(), other.w_in[0].to_dense())
+
+
+def test_init_scales_and_structure() -> None:
+    cfg = NetworkConfig(hidden=(300, 300), j_density=0.2, w_in_strength=2.0, j_d=0.7)
+    net = Network(cfg, 50, 4, seed=0)
+    J = net.recurrent.J[0].to_dense()
+    assert torch.all(J.diagonal() == 0)
+    nz = J[J != 0]
+    # off-diagonal entries have variance 1/(N * density)
+    assert abs(nz.var().item() * 300 * 0.2 - 1) < 0.1
+    assert abs((J != 0).float().mean().item() - 0.2) < 0.01
+    assert abs(net.w_in[0].to_dense().var().item() * 50 - 4.0) < 0.4
+    assert isinstance(net.recurrent.forward_couplings[0], IdentityCoupling)
+    K = net.recurrent.dense_matrix()
+    assert K.shape == (600, 600)
+    assert torch.all(K.diagonal() == 0.7)
+    assert torch.equal(K[300:, :300], torch.eye(300))
+
+
+def test_sparse_inter_is_positive_with_fan_in() -> None:
+    cfg = NetworkConfig(hidden=(30, 20), inter="sparse", inter_fan_in=4, lambda_forward=2.0)
+    net = Network(cfg, 5, 2)
+    F = net.recurrent.forward_couplings[0].to_dense()
+    assert F.shape == (20, 30)
+    assert torch.all((F > 0).sum(1) == 4) and torch.all(F >= 0)
+    assert torch.allclose(F.sum(1), torch.full((20,), 2.0))
+
+
+def test_identity_inter_needs_equal_sizes() -> None:
+    with pytest.raises(ValueError, match="inter='sparse'"):
+        Network(NetworkConfig(hidden=(10, 12)), 3, 2)
+
+
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_coupling_field_and_update_match_dense_math(fmt: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(9, 7, generator=g, dtype=torch.float64)
+    mask = torch.rand(9, 7, generator=g) < 0.4
+    c = convert(DenseCoupling(w, mask), fmt)
+    ref = w * mask
+    x = torch.randn(5, 7, dtype=torch.float64)
+    assert torch.allclose(c.field(x), x @ ref.T)
+    post, pre = torch.randn(5, 9, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
+    c.add_outer_(post, pre, alpha=0.3, decay=0.1)
+    expected = (ref + 0.3 * (post.T @ pre) * mask) * 0.9
+    assert torch.allclose(c.to_dense(), expected)
+    assert torch.equal(c.support(), mask)
+
+
+def test_label_codes() -> None:
+    pm1 = Network(NetworkConfig(hidden=(8,), label_encoding="pm1"), 3, 4)
+    resc = Network(NetworkConfig(hidden=(8,), label_encoding="rescaled"), 3, 4)
+    y = torch.tensor([2])
+    code = torch.tensor([[-1.0, -1.0, 1.0, -1.0]])
+    assert torch.allclose(pm1.label_field(y), code @ pm1.w_back.T)
+    on, off = math.sqrt(3) / 2, -1 / math.sqrt(3)
+    assert torch.allclose(resc.label_field(y), torch.tensor([[off, off, on, off]]) @ resc.w_back.T)
+
+
+def test_from_matrices_rejects_non_square() -> None:
+    with pytest.raises(ValueError, match="square"):
+        Recurrent.from_matrices([torch.zeros(3, 4)], j_d=0.5)
+
+
+def test_sparse_memory_scales_with_nonzeros() -> None:
+    dense = Network(NetworkConfig(hidden=(400,), j_density=0.01, sparse_format="dense"), 10, 2)
+    sparse = Network(NetworkConfig(hidden=(400,), j_density=0.01, sparse_format="csr"), 10, 2)
+    # dense J: 2 x 400^2 floats (weights + mask); CSR: ~1600 non-zeros x (value + index)
+    assert sparse.recurrent.J[0].nbytes < dense.recurrent.J[0].nbytes / 20
