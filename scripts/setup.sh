@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up darnn from a fresh clone: Fashion-MNIST (where the system package manager has
+# it), a virtual environment in .venv, the CPU build of PyTorch, darnn and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    # Optional: without it `darnn train` explains where else the data can come from.
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist; } \
+        || echo "setup: could not install dataset-fashion-mnist; see 'darnn data list'" >&2
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# torch is pinned to the CPU wheel: an unconstrained resolve pulls a multi-GB CUDA build.
+# For a GPU, install the CUDA build of torch yourself first, then `pip install -e .`.
+.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev]"
+echo "setup: ok ($(.venv/bin/python -c 'import darnn, torch; print("darnn", darnn.__version__, "torch", torch.__version__)'))"
