@@ -15,7 +15,7 @@ SKIPPED_CHECKS: dict[str, str] = {}
 
 
 def small(**kw: object) -> DARNClassifier:
-    return DARNClassifier(hidden=(64,), n_epochs=3, random_state=0, **kw)  # type: ignore[arg-type]
+    return DARNClassifier(**{"hidden": (64,), "n_epochs": 3, "random_state": 0, **kw})  # type: ignore[arg-type]
 
 
 def test_sklearn_check_estimator() -> None:

@@ -2,11 +2,20 @@
 
 from .config import LearningConfig, NetworkConfig
 from .dynamics import Relaxation, is_fixed_point, relax, spin_sign
-from .estimator import DARNClassifier
 from .learning import StepStats, evaluate, learning_step, local_rule, predict_scores, two_phase
 from .network import Network, Recurrent
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The estimator pulls in scikit-learn (~1-3 s); the CLI and the theory lab don't need it.
+    if name == "DARNClassifier":
+        from .estimator import DARNClassifier
+
+        return DARNClassifier
+    raise AttributeError(f"module 'darnn' has no attribute {name!r}")
+
 
 __all__ = [
     "DARNClassifier",

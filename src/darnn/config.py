@@ -195,6 +195,8 @@ def from_dict(cls: type[C], values: dict[str, Any], *, section: str = "") -> C:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is tuple:
+        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

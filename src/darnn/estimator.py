@@ -160,8 +160,8 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
             self._init_network(np.unique(np.asarray(classes)))
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(
-                f"classes={list(np.unique(classes))} differ from those of the first call "
-                f"({list(self.classes_)})"
+                f"classes={np.unique(classes).tolist()} differ from those of the first call "
+                f"({self.classes_.tolist()})"
             )
         self._run_epoch(X, y)
         return self
@@ -171,7 +171,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self._check_loop_params()
         if len(classes) < 2:
             raise ValueError(
-                f"need samples of at least 2 classes to fit, got 1 class: {list(classes)}"
+                f"need samples of at least 2 classes to fit, got 1 class: {classes.tolist()}"
             )
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
@@ -194,8 +194,8 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         unknown = self.classes_[idx] != y
         if unknown.any():
             raise ValueError(
-                f"y contains labels not seen in the first fit: {sorted(set(y[unknown]))}; "
-                f"known classes are {list(self.classes_)}"
+                f"y contains labels not seen in the first fit: {sorted(set(y[unknown].tolist()))}; "
+                f"known classes are {self.classes_.tolist()}"
             )
         return torch.as_tensor(idx, dtype=torch.int64, device=self.network_.device)
 

@@ -1,0 +1,7 @@
+"""``python -m darnn``: the same command line as ``darnn``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
