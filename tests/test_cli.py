@@ -15,8 +15,13 @@ from darnn import cli, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "data.name=digits", "network.hidden=[48]", "network.j_density=1.0",
-    "network.w_in_density=1.0", "train.epochs=1", "train.batch_size=32", "train.threads=1",
+    "data.name=digits",
+    "network.hidden=[48]",
+    "network.j_density=1.0",
+    "network.w_in_density=1.0",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "train.threads=1",
     "train.probe_size=64",
 ]
 
@@ -24,8 +29,14 @@ TINY = [
 def darnn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m darnn ARGS`` in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, "-m", "darnn", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "darnn", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -79,23 +90,31 @@ def test_data_list_shows_datasets_and_search_paths(tmp_path: Path) -> None:
         (["data.val_size=1.5"], ["val_size=1.5 is not valid"]),
     ],
 )
-def test_config_errors_exit_2(capsys: pytest.CaptureFixture[str], overrides: list[str],
-                              fragments: list[str]) -> None:
+def test_config_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], overrides: list[str], fragments: list[str]
+) -> None:
     code, _, err = run_main(capsys, "train", *overrides)
     assert_user_error(code, err, *fragments)
 
 
 def test_missing_dataset_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run_main(capsys, "train", "data.name=mnist", "data.download=false",
-                            "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"))
+    code, _, err = run_main(
+        capsys,
+        "train",
+        "data.name=mnist",
+        "data.download=false",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert_user_error(code, err, "'mnist' was not found", str(tmp_path))
     assert not (tmp_path / "run").exists()
 
 
 def test_train_then_eval(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    code, stdout, _ = run_main(capsys, "train", *TINY, "--out", str(out), "--seed", "3",
-                               "--quiet")
+    code, stdout, _ = run_main(capsys, "train", *TINY, "--out", str(out), "--seed", "3", "--quiet")
     assert code == 0
     assert stdout.startswith("test accuracy ") and str(out) in stdout
     assert training.read_run_config(out).train.seed == 3
@@ -118,9 +137,9 @@ def test_eval_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert_user_error(code, err, "do not match the SHA-256")
 
 
-def test_ctrl_c_exits_130_and_resume_finishes(capsys: pytest.CaptureFixture[str],
-                                              tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_exits_130_and_resume_finishes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def ctrl_c(epoch: int, done: int) -> None:
         if done == 5:
             os.kill(os.getpid(), signal.SIGINT)

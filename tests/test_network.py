@@ -87,3 +87,14 @@ def test_sparse_memory_scales_with_nonzeros() -> None:
     sparse = Network(NetworkConfig(hidden=(400,), j_density=0.01, sparse_format="csr"), 10, 2)
     # dense J: 2 x 400^2 floats (weights + mask); CSR: ~1600 non-zeros x (value + index)
     assert sparse.recurrent.J[0].nbytes < dense.recurrent.J[0].nbytes / 20
+
+
+def test_j_d_follows_state_dict_and_setter() -> None:
+    a = Network(NetworkConfig(hidden=(6,), j_d=0.3), 2, 2)
+    b = Network(NetworkConfig(hidden=(6,), j_d=1.2), 2, 2)
+    a.load_state_dict(b.state_dict())
+    assert a.recurrent.j_d_value == pytest.approx(1.2)
+    a.recurrent.set_j_d(0.7)
+    assert a.recurrent.j_d_value == pytest.approx(0.7) and float(a.recurrent.j_d) == pytest.approx(
+        0.7
+    )

@@ -141,8 +141,11 @@ def test_ensemble_mean_count_matches_annealed() -> None:
     n, j_d, samples = 14, 1.0, 250
     gen = torch.Generator().manual_seed(2024)
     counts = np.array(
-        [theory.enumerate_fixed_points(theory.random_coupling(n, gen), j_d).count
-         for _ in range(samples)], dtype=float,
+        [
+            theory.enumerate_fixed_points(theory.random_coupling(n, gen), j_d).count
+            for _ in range(samples)
+        ],
+        dtype=float,
     )
     mean, se = counts.mean(), counts.std(ddof=1) / math.sqrt(samples)
     exact = theory.annealed_count(n, j_d, finite_size=True)
@@ -221,8 +224,15 @@ def test_overlap_and_flip_helpers() -> None:
 
 def test_geometry_ranges() -> None:
     res = theory.geometry_experiment(
-        80, [0.8, 1.5], n_starts=10, distances=[1, 4, 16], radii=[0.0, 1.0], n_bases=3,
-        trials=4, max_sweeps=50, seed=2,
+        80,
+        [0.8, 1.5],
+        n_starts=10,
+        distances=[1, 4, 16],
+        radii=[0.0, 1.0],
+        n_bases=3,
+        trials=4,
+        max_sweeps=50,
+        seed=2,
     )
     for j_d, frac in res.reached.items():
         assert 0 <= frac <= 1
@@ -311,8 +321,21 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_cli_count_and_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = _parser()
-    args = p.parse_args(["count", "--sizes", "6,8", "--j-d", "0,1", "--kappa", "0",
-                         "--samples", "3", "--out", str(tmp_path / "c")])
+    args = p.parse_args(
+        [
+            "count",
+            "--sizes",
+            "6,8",
+            "--j-d",
+            "0,1",
+            "--kappa",
+            "0",
+            "--samples",
+            "3",
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
     assert args.func(args) == 0
     assert len(_rows(tmp_path / "c" / "count.csv")) == 4
     assert (tmp_path / "c" / "count.png").stat().st_size > 1000
@@ -327,16 +350,52 @@ def test_cli_count_and_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_cli_access_and_geometry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = _parser()
-    args = p.parse_args(["access", "--j-d", "0,1.5", "--lambdas", "0,3", "--sync-sizes", "50",
-                         "--async-sizes", "40", "--chain-sizes", "30", "--couplings", "1",
-                         "--starts", "3", "--max-sweeps", "20", "--out", str(tmp_path / "a")])
+    args = p.parse_args(
+        [
+            "access",
+            "--j-d",
+            "0,1.5",
+            "--lambdas",
+            "0,3",
+            "--sync-sizes",
+            "50",
+            "--async-sizes",
+            "40",
+            "--chain-sizes",
+            "30",
+            "--couplings",
+            "1",
+            "--starts",
+            "3",
+            "--max-sweeps",
+            "20",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
     assert args.func(args) == 0
     rows = _rows(tmp_path / "a" / "access.csv")
     assert len(rows) == 2 + 2 + 3 * 2
     assert (tmp_path / "a" / "access.png").exists()
-    args = p.parse_args(["geometry", "--n", "60", "--j-d", "1.5", "--starts", "4",
-                         "--distances", "1,8", "--bases", "2", "--trials", "2",
-                         "--out", str(tmp_path / "g")])
+    args = p.parse_args(
+        [
+            "geometry",
+            "--n",
+            "60",
+            "--j-d",
+            "1.5",
+            "--starts",
+            "4",
+            "--distances",
+            "1,8",
+            "--bases",
+            "2",
+            "--trials",
+            "2",
+            "--out",
+            str(tmp_path / "g"),
+        ]
+    )
     assert args.func(args) == 0
     assert (tmp_path / "g" / "geometry.png").exists()
     assert _rows(tmp_path / "g" / "returns.csv")

@@ -129,8 +129,14 @@ def test_config_file_must_be_sections(tmp_path: Path) -> None:
 
 def test_run_directory_holds_every_file(finished_run: Path) -> None:
     assert run_files(finished_run) == {
-        "config.yaml", "meta.json", "metrics.jsonl", CHECKPOINT_FILE, "model.safetensors",
-        "model.json", "learning_curves.png", "field_histograms.png",
+        "config.yaml",
+        "meta.json",
+        "metrics.jsonl",
+        CHECKPOINT_FILE,
+        "model.safetensors",
+        "model.json",
+        "learning_curves.png",
+        "field_histograms.png",
     }
     assert read_run_config(finished_run) == tiny()
     meta = json.loads((finished_run / "meta.json").read_text())
@@ -184,8 +190,9 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(
 ) -> None:
     out = tmp_path / "run"
     # Stop inside the second epoch, after its 7th batch (as Ctrl-C would).
-    summary = train(tiny(), out, progress=False,
-                    on_batch=lambda epoch, done: (epoch, done) == (1, 7))
+    summary = train(
+        tiny(), out, progress=False, on_batch=lambda epoch, done: (epoch, done) == (1, 7)
+    )
     assert summary["status"] == "interrupted"
     assert summary["position"] == {"epoch": 1, "batch": 7, "n_batches": 41}
     assert "model.safetensors" not in run_files(out)

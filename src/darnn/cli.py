@@ -28,17 +28,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
-        "train", help="train a network and print its test accuracy",
+        "train",
+        help="train a network and print its test accuracy",
         description="Train the default recipe (Fashion-MNIST), or --config FILE, with "
-                    "section.key=value overrides, e.g. network.hidden=[800,800] "
-                    "learning.lr_j=0.01 train.epochs=3 data.name=digits.",
+        "section.key=value overrides, e.g. network.hidden=[800,800] "
+        "learning.lr_j=0.01 train.epochs=3 data.name=digits.",
     )
-    p.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="override one config value (parsed as YAML)")
-    p.add_argument("--config", metavar="FILE", help="YAML run config (sections data, network, "
-                   "learning, train); omitted keys keep the default recipe")
-    p.add_argument("--out", metavar="RUN_DIR",
-                   help="new run directory (default: runs/TIME-DATASET); must be absent or empty")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override one config value (parsed as YAML)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML run config (sections data, network, "
+        "learning, train); omitted keys keep the default recipe",
+    )
+    p.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help="new run directory (default: runs/TIME-DATASET); must be absent or empty",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--device", help="cpu, cuda or cuda:N (= train.device)")
     p.add_argument("--seed", type=int, help="= train.seed")
@@ -46,11 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 
-    p = commands.add_parser("eval", help="accuracy of a trained run's model",
-                            description="Load RUN_DIR's model and print its accuracy.")
+    p = commands.add_parser(
+        "eval",
+        help="accuracy of a trained run's model",
+        description="Load RUN_DIR's model and print its accuracy.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--dataset", metavar="NAME",
-                   help="another dataset with the same input size (default: the run's)")
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="another dataset with the same input size (default: the run's)",
+    )
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -58,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("data", help="datasets: list what is installed")
     data_commands = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    q = data_commands.add_parser("list", help="table of datasets, where each was found or "
-                                 "where darnn looked")
+    q = data_commands.add_parser(
+        "list", help="table of datasets, where each was found or where darnn looked"
+    )
     q.add_argument("--data-dir", metavar="DIR", help="also search this folder first")
     q.set_defaults(func=cmd_data_list)
 
@@ -67,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     if hasattr(theory, "add_subcommands"):
         p = commands.add_parser("theory", help="numerical checks of the theory (SPEC §2)")
-        theory.add_subcommands(p.add_subparsers(dest="theory_command", required=True,
-                                                metavar="EXPERIMENT"))
+        theory.add_subcommands(
+            p.add_subparsers(dest="theory_command", required=True, metavar="EXPERIMENT")
+        )
     return parser
 
 
@@ -78,34 +98,51 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from . import training
 
-    options = {"train": {"device": args.device, "seed": args.seed},
-               "data": {"data_dir": args.data_dir}}
-    settings = {section: {k: v for k, v in keys.items() if v is not None}
-                for section, keys in options.items()}
+    options = {
+        "train": {"device": args.device, "seed": args.seed},
+        "data": {"data_dir": args.data_dir},
+    }
+    settings = {
+        section: {k: v for k, v in keys.items() if v is not None}
+        for section, keys in options.items()
+    }
     if args.resume:
         if args.config or args.out:
-            raise training.ConfigError("--resume RUN_DIR continues that run with its own "
-                                       "config.yaml; do not combine it with --config or --out")
+            raise training.ConfigError(
+                "--resume RUN_DIR continues that run with its own "
+                "config.yaml; do not combine it with --config or --out"
+            )
         out = Path(args.resume)
-        config = training.load_run_config(None, args.overrides, settings=settings,
-                                          base=training.read_run_config(out))
+        config = training.load_run_config(
+            None, args.overrides, settings=settings, base=training.read_run_config(out)
+        )
     else:
         config = training.load_run_config(args.config, args.overrides, settings=settings)
         out = Path(args.out) if args.out else _default_run_dir(config.data.name)
-    summary = training.train(config, out, resume=bool(args.resume), progress=not args.quiet,
-                             command=["darnn", *args.argv])
+    summary = training.train(
+        config,
+        out,
+        resume=bool(args.resume),
+        progress=not args.quiet,
+        command=["darnn", *args.argv],
+    )
     if summary["status"] == "interrupted":
         pos = summary["position"]
-        print(f"darnn: interrupted at epoch {pos['epoch'] + 1}, batch {pos['batch']} of "
-              f"{pos['n_batches']}; a checkpoint of that exact position is in {out}. "
-              f"Continue with: darnn train --resume {out}", file=sys.stderr)
+        print(
+            f"darnn: interrupted at epoch {pos['epoch'] + 1}, batch {pos['batch']} of "
+            f"{pos['n_batches']}; a checkpoint of that exact position is in {out}. "
+            f"Continue with: darnn train --resume {out}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     val = summary["val_acc"]
     epochs = summary["epochs"]
-    print(f"test accuracy {summary['test_acc']:.4f}"
-          + ("" if val is None else f" (validation {val:.4f})")
-          + f" after {epochs} epoch{'s' if epochs != 1 else ''}, {summary['wall_time']:.0f} s; "
-          f"run directory: {out}")
+    print(
+        f"test accuracy {summary['test_acc']:.4f}"
+        + ("" if val is None else f" (validation {val:.4f})")
+        + f" after {epochs} epoch{'s' if epochs != 1 else ''}, {summary['wall_time']:.0f} s; "
+        f"run directory: {out}"
+    )
     return 0
 
 
@@ -135,16 +172,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if data.n_features != net.n_features or data.n_classes > net.n_classes:
         raise runs.RunError(
             f"{data.name} has {data.n_features} features and {data.n_classes} classes, but the "
-            f"model of {run_dir} takes {net.n_features} features and {net.n_classes} classes.")
-    X, y = {"train": (data.X_train, data.y_train), "val": (data.X_val, data.y_val),
-            "test": (data.X_test, data.y_test)}[args.split]
+            f"model of {run_dir} takes {net.n_features} features and {net.n_classes} classes."
+        )
+    X, y = {
+        "train": (data.X_train, data.y_train),
+        "val": (data.X_val, data.y_val),
+        "test": (data.X_test, data.y_test),
+    }[args.split]
     if len(X) == 0:
         raise runs.RunError(f"the {args.split} split of {data.name} is empty.")
     start = time.perf_counter()
-    result = evaluate(net, torch.from_numpy(X), torch.from_numpy(y), config.learning,
-                      config.train.eval_batch_size)
-    print(f"{args.split} accuracy {result['accuracy']:.4f} on {data.name} ({len(X)} samples, "
-          f"{time.perf_counter() - start:.1f} s)")
+    result = evaluate(
+        net, torch.from_numpy(X), torch.from_numpy(y), config.learning, config.train.eval_batch_size
+    )
+    print(
+        f"{args.split} accuracy {result['accuracy']:.4f} on {data.name} ({len(X)} samples, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 

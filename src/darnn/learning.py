@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from .config import LearningConfig
-from .dynamics import Relaxation, relax
+from .couplings import batch_minor
+from .dynamics import Relaxation, chunk_size, relax
 from .network import Network
 
 
@@ -44,6 +45,24 @@ def local_rule(
     the pre-update readout, so applying them one after the other equals applying them
     together. Returns the (B, N_L) mask of hidden units unstable w.r.t. kappa_j (last module).
     """
+    return _local_rule(net, x, y, states, fields, cfg, net.readout(states[-1])).bool()
+
+
+def _at_most(t: Tensor, kappa: float) -> Tensor:
+    """1.0 where t <= kappa, else 0.0, in t's dtype and layout (CPU bool kernels are slow)."""
+    return torch.le(t, kappa, out=torch.empty_like(t))
+
+
+def _local_rule(
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    states: list[Tensor],
+    fields: list[Tensor],
+    cfg: LearningConfig,
+    h_out: Tensor,
+) -> Tensor:
+    """`local_rule` given the pre-update readout h_out; returns the mask as 0/1 floats."""
     c = net.config
     batch = x.shape[0]
     inv_sqrt_b = 1.0 / math.sqrt(batch)
@@ -54,18 +73,19 @@ def local_rule(
         if lr or decay:
             coupling.add_outer_(post, pre, alpha=lr * inv_sqrt_b / math.sqrt(fan_in), decay=decay)
 
-    h_out = net.readout(states[-1])  # before W_out changes
     unstable_j = states[-1]
+    same_margin = cfg.kappa_in == cfg.kappa_j  # then W_in and J share one post-synaptic term
     for l, (s, h) in enumerate(zip(states, fields)):
         stability = s * h
+        mask_j = _at_most(stability, cfg.kappa_j + offset)
+        post_j = mask_j * s
         if l < len(net.w_in):
-            post = s * (stability <= cfg.kappa_in + offset)
+            post = post_j if same_margin else _at_most(stability, cfg.kappa_in + offset).mul_(s)
             update(net.w_in[l], post, x, cfg.lr_in, cfg.decay_in, net.n_features * c.w_in_density)
-        mask_j = stability <= cfg.kappa_j + offset
-        update(rec.J[l], s * mask_j, s, cfg.lr_j, cfg.decay_j, s.shape[1] * c.j_density)
+        update(rec.J[l], post_j, s, cfg.lr_j, cfg.decay_j, s.shape[1] * c.j_density)
         unstable_j = mask_j
         if cfg.learn_inter and l > 0:
-            post = s * (stability <= cfg.kappa_inter + offset)
+            post = _at_most(stability, cfg.kappa_inter + offset).mul_(s)
             fan = 1.0 if c.inter == "identity" else float(c.inter_fan_in)
             update(
                 rec.forward_couplings[l - 1],
@@ -76,7 +96,7 @@ def local_rule(
                 fan,
             )
     t = net.targets(y)
-    post_out = t * (t * h_out <= cfg.kappa_out)
+    post_out = _at_most(t * h_out, cfg.kappa_out).mul_(t)
     update(net.w_out, post_out, states[-1], cfg.lr_out, cfg.decay_out, states[-1].shape[1])
     return unstable_j
 
@@ -112,13 +132,15 @@ def learning_step(
     generator: torch.Generator | None = None,
 ) -> StepStats:
     """One training batch: two phases, then the local rule (weights change in place)."""
+    x = batch_minor(x)  # one copy here saves one in the input product and one in its update
     _, free = two_phase(net, x, y, cfg, generator)
-    correct = (net.readout(free.states[-1]).argmax(dim=1) == y).sum()
-    unstable = local_rule(net, x, y, free.states, free.fields, cfg)
+    h_out = net.readout(free.states[-1])  # before W_out changes
+    correct = (h_out.argmax(dim=1) == y).sum()
+    unstable = _local_rule(net, x, y, free.states, free.fields, cfg, h_out)
     return StepStats(
         batch_size=x.shape[0],
         correct=correct,
-        unstable=unstable.float().mean(),
+        unstable=unstable.mean(),
         converged=free.converged.sum(),
         free_sweeps=free.sweeps.sum(),
     )
@@ -152,12 +174,18 @@ def evaluate(
 ) -> dict[str, float | Tensor]:
     """Scores for a whole data set in batches; accuracy and dynamics diagnostics if y is given."""
     scores, sweeps, converged = [], 0, 0
+    # On the CPU each batch goes through input product, dynamics and readout in small
+    # chunks that stay in cache; only scores and counts are kept, never (B, N) fields.
+    # (Not for the asynchronous schedule, whose random unit orders depend on the batch.)
+    chunked = net.device.type == "cpu" and cfg.schedule != "asynchronous"
+    chunk = chunk_size(net.recurrent)
     for start in range(0, X.shape[0], batch_size):
         xb = X[start : start + batch_size].to(net.device, net.dtype)
-        s, out = predict_scores(net, xb, cfg)
-        scores.append(s)
-        sweeps += int(out.sweeps.sum())
-        converged += int(out.converged.sum())
+        for xc in xb.split(chunk) if chunked else (xb,):
+            s, out = predict_scores(net, xc, cfg)
+            scores.append(s)
+            sweeps += int(out.sweeps.sum())
+            converged += int(out.converged.sum())
     all_scores = torch.cat(scores) if scores else torch.empty(0, net.n_classes)
     n = max(X.shape[0], 1)
     result: dict[str, float | Tensor] = {

@@ -29,6 +29,11 @@ from .couplings import (
 _AUTO_CSR_DENSITY = 0.2
 
 
+def _sync_j_d(module: Recurrent, _keys: object) -> None:
+    # A module-level function, not a lambda: the network must stay picklable.
+    module.j_d_value = float(module.j_d)
+
+
 class Recurrent(nn.Module):
     """Hidden modules s^1..s^L and every coupling among them.
 
@@ -57,6 +62,8 @@ class Recurrent(nn.Module):
         # path free of device syncs.
         self.register_buffer("j_d", torch.tensor(float(j_d), dtype=torch.float64))
         self.j_d_value = float(j_d)
+        # Keep the Python copy in step with the buffer when a state dict is loaded.
+        self.register_load_state_dict_post_hook(_sync_j_d)
         self.sizes = tuple(c.n_out for c in J)
 
     @classmethod
@@ -80,6 +87,11 @@ class Recurrent(nn.Module):
             bwd.append(IdentityCoupling(torch.full((a.shape[0],), float(lambda_backward))))
         return cls(couplings, j_d, fwd, bwd).to(J[0].dtype)
 
+    def set_j_d(self, value: float) -> None:
+        """Change the self-coupling in place (buffer and Python copy together)."""
+        self.j_d.fill_(float(value))
+        self.j_d_value = float(value)
+
     @property
     def n_layers(self) -> int:
         return len(self.sizes)
@@ -87,8 +99,8 @@ class Recurrent(nn.Module):
     def layer_field(self, l: int, states: Sequence[Tensor]) -> Tensor:
         """Internal field of module l at `states` (new tensor)."""
         s = states[l]
-        h = self.J[l].field(s)
-        h.add_(s, alpha=self.j_d_value)
+        h = torch.mul(s, self.j_d_value)  # J_D s in the layout of s, then J s added in place
+        self.J[l].add_field_(s, h)
         if l > 0:
             self.forward_couplings[l - 1].add_field_(states[l - 1], h)
         if l < self.n_layers - 1:
@@ -97,6 +109,19 @@ class Recurrent(nn.Module):
 
     def internal_fields(self, states: Sequence[Tensor]) -> list[Tensor]:
         return [self.layer_field(l, states) for l in range(self.n_layers)]
+
+    def total_fields_(
+        self, states: Sequence[Tensor], external: Sequence[Tensor], out: Sequence[Tensor]
+    ) -> None:
+        """out <- external + internal fields at `states`, in place: the dynamics' inner loop
+        (J_D s and the external field in one pass, then every product accumulates)."""
+        for l, (s, e, h) in enumerate(zip(states, external, out)):
+            torch.add(e, s, alpha=self.j_d_value, out=h)
+            self.J[l].add_field_(s, h)
+            if l > 0:
+                self.forward_couplings[l - 1].add_field_(states[l - 1], h)
+            if l < self.n_layers - 1:
+                self.backward_couplings[l].add_field_(states[l + 1], h)
 
     def dense_matrix(self) -> Tensor:
         """The whole chain as one (sum N_l)^2 matrix K, diagonal J_D: h_int = s K^T."""
@@ -202,6 +227,8 @@ class Network(nn.Module):
         else:
             on, off = 1.0, -1.0
         self.register_buffer("label_code", torch.tensor([off, on]))
+        # Index matrix of the label codes of all classes (not saved: it is a constant).
+        self.register_buffer("class_eye", torch.eye(n_classes, dtype=torch.long), persistent=False)
         self.to(device=device, dtype=dtype)
 
     # ----- structure -------------------------------------------------------------
@@ -229,7 +256,7 @@ class Network(nn.Module):
         """W_in x for every module (zeros where no input arrives); constant during dynamics."""
         drives = [w.field(x) for w in self.w_in]
         for n in self.sizes[len(drives) :]:
-            drives.append(x.new_zeros(x.shape[0], n))
+            drives.append(x.new_zeros(n, x.shape[0]).T)  # batch-minor, like the fields
         return drives
 
     def targets(self, y: Tensor) -> Tensor:
@@ -239,8 +266,9 @@ class Network(nn.Module):
 
     def label_field(self, y: Tensor) -> Tensor:
         """Feedback field W_back label (B, N_L) on the last module during the clamped phase."""
-        code = self.label_code[(self.targets(y) > 0).long()]
-        return code @ self.w_back.T
+        # The (N_L, C) field of every class, then one column per sample: 3 small ops.
+        table = torch.mm(self.w_back, self.label_code[self.class_eye])
+        return table.index_select(1, y).T  # batch-minor, like the input drive
 
     def readout(self, s_last: Tensor) -> Tensor:
         """Readout field h_out = W_out s_L (B, C)."""

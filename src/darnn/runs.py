@@ -112,8 +112,13 @@ def _tensor_formats(net: Network) -> dict[str, str]:
     return formats
 
 
-def save_model(net: Network, path: str | os.PathLike[str], *, seed: int = 0,
-               extra: dict[str, Any] | None = None) -> None:
+def save_model(
+    net: Network,
+    path: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write ``PATH.safetensors`` (weights) and ``PATH.json`` (how to rebuild, SHA-256).
 
     ``path`` may name either file or the common stem. ``seed`` is the seed the network was
@@ -134,8 +139,11 @@ def save_model(net: Network, path: str | os.PathLike[str], *, seed: int = 0,
         "dtype": str(net.dtype).removeprefix("torch."),
         "seed": seed,
         "tensors": {
-            k: {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape),
-                "format": formats[k]}
+            k: {
+                "dtype": str(v.dtype).removeprefix("torch."),
+                "shape": list(v.shape),
+                "format": formats[k],
+            }
             for k, v in tensors.items()
         },
         "sha256": hashlib.sha256(blob).hexdigest(),
@@ -150,15 +158,19 @@ def read_model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         info = json.loads(manifest.read_text())
     except FileNotFoundError:
-        raise RunError(f"No saved model at {manifest}: the run has not finished (resume it with "
-                       "darnn train --resume RUN_DIR) or this is not a run directory.") from None
+        raise RunError(
+            f"No saved model at {manifest}: the run has not finished (resume it with "
+            "darnn train --resume RUN_DIR) or this is not a run directory."
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunError(f"Model description {manifest} is not readable JSON ({exc}).") from exc
     if not isinstance(info, dict) or info.get("format") != MODEL_FORMAT:
         raise RunError(f"{manifest} is not a darnn model description (no format: {MODEL_FORMAT}).")
     if info.get("version") != FORMAT_VERSION:
-        raise RunError(f"{manifest} has model format version {info.get('version')!r}; this "
-                       f"darnn reads version {FORMAT_VERSION}.")
+        raise RunError(
+            f"{manifest} has model format version {info.get('version')!r}; this "
+            f"darnn reads version {FORMAT_VERSION}."
+        )
     return info
 
 
@@ -181,8 +193,10 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     if not weights.is_file():
         raise RunError(f"Model weights {weights} are missing (described by {manifest}).")
     if sha256_file(weights) != expected_sha:
-        raise RunError(f"Model weights {weights} do not match the SHA-256 recorded in "
-                       f"{manifest}: the file is corrupt or was modified after training.")
+        raise RunError(
+            f"Model weights {weights} do not match the SHA-256 recorded in "
+            f"{manifest}: the file is corrupt or was modified after training."
+        )
     tensors, _ = _read_safetensors(weights, "Model weights")
     net = Network(config, n_features, n_classes, seed=seed, dtype=dtype)
     check_tensors(net, tensors, weights)
@@ -195,8 +209,10 @@ def check_tensors(net: Network, tensors: dict[str, torch.Tensor], path: Path) ->
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != found:
         diff = sorted(set(expected.items()) ^ set(found.items()))
-        raise RunError(f"{path} does not hold the tensors of the described network "
-                       f"(differing names/shapes: {diff[:6]}).")
+        raise RunError(
+            f"{path} does not hold the tensors of the described network "
+            f"(differing names/shapes: {diff[:6]})."
+        )
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -216,8 +232,11 @@ def save_checkpoint(path: Path, state: dict[str, Any], tensors: dict[str, torch.
     """One safetensors file: ``tensors`` plus the JSON ``state`` and their digest as metadata."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     state_json = json.dumps(state)
-    metadata = {"format": CHECKPOINT_FORMAT, "state": state_json,
-                "sha256": _content_digest(state_json, tensors)}
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "state": state_json,
+        "sha256": _content_digest(state_json, tensors),
+    }
     blob = safetensors.torch.save(tensors, metadata=metadata)
     atomic_write(path, lambda stream: stream.write(blob))
 
@@ -228,8 +247,10 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     if metadata.get("format") != CHECKPOINT_FORMAT or "state" not in metadata:
         raise RunError(f"Checkpoint {path} is not a darnn checkpoint.")
     if _content_digest(metadata["state"], tensors) != metadata.get("sha256"):
-        raise RunError(f"Checkpoint {path} fails its SHA-256 check: it is corrupt or was "
-                       "modified. Restart the run, or resume from a copy of the run directory.")
+        raise RunError(
+            f"Checkpoint {path} fails its SHA-256 check: it is corrupt or was "
+            "modified. Restart the run, or resume from a copy of the run directory."
+        )
     return json.loads(metadata["state"]), tensors
 
 
@@ -258,19 +279,29 @@ def plot_learning_curves(path: Path, metrics: list[dict[str, Any]]) -> None:
     epochs = [m["epoch"] for m in metrics]
     with _figure(path, 1, 2, (11, 4)) as axes:
         acc, dyn = axes[0]
-        for key, label in (("train_acc", "train (free phase, running)"),
-                           ("val_acc", "validation"), ("test_acc", "test")):
+        for key, label in (
+            ("train_acc", "train (free phase, running)"),
+            ("val_acc", "validation"),
+            ("test_acc", "test"),
+        ):
             acc.plot(epochs, [m[key] for m in metrics], marker="o", label=label)
         acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
         acc.legend()
-        for key, label in (("unstable", "unstable hidden units"),
-                           ("converged", "free phase at a fixed point"),
-                           ("eval_converged", "evaluation at a fixed point")):
+        for key, label in (
+            ("unstable", "unstable hidden units"),
+            ("converged", "free phase at a fixed point"),
+            ("eval_converged", "evaluation at a fixed point"),
+        ):
             dyn.plot(epochs, [m[key] for m in metrics], marker="o", label=label)
         n_layers = len(metrics[0]["symmetry"]) if metrics else 0
         for l in range(n_layers):
-            dyn.plot(epochs, [m["symmetry"][l] for m in metrics], marker="s", linestyle="--",
-                     label=f"symmetry of J_{l + 1}")
+            dyn.plot(
+                epochs,
+                [m["symmetry"][l] for m in metrics],
+                marker="s",
+                linestyle="--",
+                label=f"symmetry of J_{l + 1}",
+            )
         dyn.set(xlabel="epoch", ylabel="fraction / symmetry", title="Dynamics")
         dyn.legend(fontsize="small")
 
@@ -281,8 +312,16 @@ def plot_field_histograms(path: Path, components: list[dict[str, torch.Tensor]])
         for l, parts in enumerate(components):
             ax = axes[l][0]
             for name, values in parts.items():
-                ax.hist(values.flatten().double().cpu().numpy(), bins=80, alpha=0.5,
-                        density=True, label=name)
-            ax.set(xlabel="field", ylabel="density",
-                   title=f"Hidden module {l + 1}: field components after the free phase")
+                ax.hist(
+                    values.flatten().double().cpu().numpy(),
+                    bins=80,
+                    alpha=0.5,
+                    density=True,
+                    label=name,
+                )
+            ax.set(
+                xlabel="field",
+                ylabel="density",
+                title=f"Hidden module {l + 1}: field components after the free phase",
+            )
             ax.legend()

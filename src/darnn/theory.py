@@ -195,7 +195,8 @@ def _enumeration_plan(
     bits = _chunk_bits(n, chunk)
     _check_memory(
         f"enumeration with chunks of 2^{bits} states at N={n}",
-        _enumeration_bytes(n, bits, extra_per_state), budget,
+        _enumeration_bytes(n, bits, extra_per_state),
+        budget,
     )
     J0 = J.detach().to("cpu", torch.float64).clone()
     J0.fill_diagonal_(0.0)  # the diagonal is J_D's job
@@ -346,7 +347,10 @@ def count_experiment(
         counts = torch.stack(
             [
                 count_fixed_points(
-                    random_coupling(n, gen), j_d_values, kappas, chunk=chunk,
+                    random_coupling(n, gen),
+                    j_d_values,
+                    kappas,
+                    chunk=chunk,
                     memory_budget=memory_budget,
                 )
                 for _ in range(n_samples)
@@ -361,8 +365,12 @@ def count_experiment(
                 zero = float((c == 0).double().mean())
                 rows.append(
                     CountRow(
-                        n=n, j_d=float(j_d), kappa=float(kappa), samples=n_samples,
-                        mean_count=float(mean[a, b]), stderr_count=float(se[a, b]),
+                        n=n,
+                        j_d=float(j_d),
+                        kappa=float(kappa),
+                        samples=n_samples,
+                        mean_count=float(mean[a, b]),
+                        stderr_count=float(se[a, b]),
                         complexity=math.log(mean[a, b]) / n if mean[a, b] > 0 else -math.inf,
                         quenched=float(c.log().mean()) / n if zero == 0 else math.nan,
                         zero_fraction=zero,
@@ -384,14 +392,25 @@ def plot_count(rows: Sequence[CountRow], path: Path) -> None:
         for ax, kappa in zip(axes[0], kappas):
             sel = [r for r in rows if r.kappa == kappa]
             grid = np.linspace(min(r.j_d for r in sel), max(r.j_d for r in sel), 200)
-            ax.plot(grid, [annealed_complexity(x, kappa) for x in grid], "k-", lw=1.5,
-                    label=r"annealed $\ln 2+\ln\Phi(J_D-\kappa)$")
+            ax.plot(
+                grid,
+                [annealed_complexity(x, kappa) for x in grid],
+                "k-",
+                lw=1.5,
+                label=r"annealed $\ln 2+\ln\Phi(J_D-\kappa)$",
+            )
             for n, col in zip(sizes, colors):
                 rn = sorted((r for r in sel if r.n == n), key=lambda r: r.j_d)
                 x = [r.j_d for r in rn]
                 ax.plot(x, [r.annealed_n for r in rn], ":", color=col, lw=1)
-                ax.plot(x, [r.complexity if math.isfinite(r.complexity) else np.nan for r in rn],
-                        "o", color=col, ms=4, label=f"N={n}")
+                ax.plot(
+                    x,
+                    [r.complexity if math.isfinite(r.complexity) else np.nan for r in rn],
+                    "o",
+                    color=col,
+                    ms=4,
+                    label=f"N={n}",
+                )
                 ax.plot(x, [r.quenched for r in rn], "s", mfc="none", color=col, ms=5)
             ax.axhline(0, color="grey", lw=0.5)
             ax.set_xlabel(r"$J_D$")
@@ -488,7 +507,11 @@ def accessibility(
             else:
                 net = Recurrent.from_matrices(J, j_d=j_d, lambda_forward=v, lambda_backward=v)
             r = relax(
-                net, ext, starts, max_sweeps=max_sweeps, schedule=schedule,
+                net,
+                ext,
+                starts,
+                max_sweeps=max_sweeps,
+                schedule=schedule,
                 generator=_generator(seed, n, MODELS.index(model), c, k, 1),
             )
             q12 = overlaps(r.states[0], r.states[1]).mean().item() if modules == 2 else math.nan
@@ -503,9 +526,14 @@ def accessibility(
         p = conv.double().mean().item()
         rows.append(
             AccessRow(
-                model=model, schedule=schedule, n=n,
-                parameter="lambda" if model == "chain" else "j_d", value=float(v),
-                runs=conv.numel(), converged=p, stderr=math.sqrt(p * (1 - p) / conv.numel()),
+                model=model,
+                schedule=schedule,
+                n=n,
+                parameter="lambda" if model == "chain" else "j_d",
+                value=float(v),
+                runs=conv.numel(),
+                converged=p,
+                stderr=math.sqrt(p * (1 - p) / conv.numel()),
                 median_sweeps=float(np.median(sweeps[conv].numpy())) if conv.any() else math.nan,
                 two_cycle=cycles.double().mean().item() if cycles.numel() else math.nan,
                 module_overlap=float(np.mean([q[3] for q in parts])),
@@ -575,7 +603,8 @@ def access_experiment(
             for n in sizes:
                 _check_count("size", n, minimum=2)
                 _check_memory(
-                    f"{schedule} {model} at N={n}", access_memory(n, model, schedule),
+                    f"{schedule} {model} at N={n}",
+                    access_memory(n, model, schedule),
                     memory_budget,
                 )
                 plan.append((model, schedule, n))
@@ -587,8 +616,14 @@ def access_experiment(
     for model, schedule, n in plan:
         t0 = time.perf_counter()
         rows += accessibility(
-            n, lambdas if model == "chain" else j_d_values, model=model, schedule=schedule,
-            n_couplings=n_couplings, n_starts=n_starts, max_sweeps=max_sweeps, seed=seed,
+            n,
+            lambdas if model == "chain" else j_d_values,
+            model=model,
+            schedule=schedule,
+            n_couplings=n_couplings,
+            n_starts=n_starts,
+            max_sweeps=max_sweeps,
+            seed=seed,
             memory_budget=memory_budget,
         )
         if log:
@@ -623,20 +658,34 @@ def _draw_access(
     colors = dict(zip(sizes, _colors("plasma", len(sizes), 0.85)))
     for schedule in [s for s in SCHEDULES if any(r.schedule == s for r in sel)]:
         for n in sizes:
-            rn = sorted((r for r in sel if r.schedule == schedule and r.n == n),
-                        key=lambda r: r.value)
+            rn = sorted(
+                (r for r in sel if r.schedule == schedule and r.n == n), key=lambda r: r.value
+            )
             if not rn:
                 continue
             x = [r.value for r in rn]
             kw = {"color": colors[n], "ms": 3.5, "lw": 1.2}
-            axes[0][col].errorbar(x, [r.converged for r in rn], [r.stderr for r in rn],
-                                  fmt=styles[schedule], capsize=2,
-                                  label=f"{short[schedule]} N={n}", **kw)
+            axes[0][col].errorbar(
+                x,
+                [r.converged for r in rn],
+                [r.stderr for r in rn],
+                fmt=styles[schedule],
+                capsize=2,
+                label=f"{short[schedule]} N={n}",
+                **kw,
+            )
             axes[1][col].plot(x, [r.median_sweeps for r in rn], styles[schedule], **kw)
             if model == "chain" and schedule == "synchronous":
                 # Where the fully synchronous chain fails, show how: a period-2 swap.
-                axes[0][col].plot(x, [r.two_cycle for r in rn], ":x", color=colors[n],
-                                  lw=1, ms=4, label=f"sync N={n}: on a 2-cycle")
+                axes[0][col].plot(
+                    x,
+                    [r.two_cycle for r in rn],
+                    ":x",
+                    color=colors[n],
+                    lw=1,
+                    ms=4,
+                    label=f"sync N={n}: on a 2-cycle",
+                )
     name = r"$J_D$" if model == "single" else r"$\lambda$ (two modules, $J_D=0$)"
     axes[0][col].set_title("one module" if model == "single" else "two-module chain")
     axes[0][col].set_ylabel("fraction reaching a fixed point")
@@ -691,8 +740,14 @@ def reached_fixed_points(
     """Relax random starts of a one-module net; (starts, final states) of the converged runs."""
     n = net.sizes[0]
     starts = random_states(n_starts, n, generator, torch.float64)
-    r = relax(net, [torch.zeros_like(starts)], [starts], max_sweeps=max_sweeps,
-              schedule=schedule, generator=generator)
+    r = relax(
+        net,
+        [torch.zeros_like(starts)],
+        [starts],
+        max_sweeps=max_sweeps,
+        schedule=schedule,
+        generator=generator,
+    )
     return starts[r.converged], r.states[0][r.converged]
 
 
@@ -722,8 +777,14 @@ def return_fractions(
     j_d = float(net.j_d)
     rows = []
     for d in distances:
-        r = relax(net, [torch.zeros_like(base)], [flip_random(base, d, generator)],
-                  max_sweeps=max_sweeps, schedule=schedule, generator=generator)
+        r = relax(
+            net,
+            [torch.zeros_like(base)],
+            [flip_random(base, d, generator)],
+            max_sweeps=max_sweeps,
+            schedule=schedule,
+            generator=generator,
+        )
         dist = hamming(r.states[0], base).double()
         conv = r.converged
         stable = (conv & (r.sweeps == 0)).double().mean().item()
@@ -731,8 +792,13 @@ def return_fractions(
             ok = conv & (dist <= radius * d)
             rows.append(
                 ReturnRow(
-                    j_d=j_d, n=n, d=d, radius=float(radius), trials=base.shape[0],
-                    fraction=ok.double().mean().item(), converged=conv.double().mean().item(),
+                    j_d=j_d,
+                    n=n,
+                    d=d,
+                    radius=float(radius),
+                    trials=base.shape[0],
+                    fraction=ok.double().mean().item(),
+                    converged=conv.double().mean().item(),
                     stable_start=stable,
                     mean_distance=dist[conv].mean().item() if conv.any() else math.nan,
                 )
@@ -796,12 +862,20 @@ def geometry_experiment(
         ]
         if fps.shape[0]:
             return_rows += return_fractions(
-                net, fps[:n_bases], distances, radii, trials=trials, schedule=schedule,
-                max_sweeps=max_sweeps, generator=run_gen,
+                net,
+                fps[:n_bases],
+                distances,
+                radii,
+                trials=trials,
+                schedule=schedule,
+                max_sweeps=max_sweeps,
+                generator=run_gen,
             )
         if log:
-            log(f"geometry: J_D={j_d:g}: {fps.shape[0]}/{n_starts} reached, "
-                f"{time.perf_counter() - t0:.1f}s")
+            log(
+                f"geometry: J_D={j_d:g}: {fps.shape[0]}/{n_starts} reached, "
+                f"{time.perf_counter() - t0:.1f}s"
+            )
     return GeometryResult(overlap_rows, return_rows, reached)
 
 
@@ -825,29 +899,49 @@ def _draw_geometry(result: GeometryResult, ax0: Any, ax1: Any, ax2: Any) -> None
         for kind, style in (("fp-fp", "stepfilled"), ("start-fp", "step")):
             q = [r.q for r in result.overlaps if r.j_d == j_d and r.kind == kind]
             if q:
-                ax0.hist(q, bins=bins, density=True, histtype=style, color=colors[j_d],
-                         alpha=0.45 if style == "stepfilled" else 1.0, lw=1.2,
-                         label=f"$J_D$={j_d:g} {kind}")
+                ax0.hist(
+                    q,
+                    bins=bins,
+                    density=True,
+                    histtype=style,
+                    color=colors[j_d],
+                    alpha=0.45 if style == "stepfilled" else 1.0,
+                    lw=1.2,
+                    label=f"$J_D$={j_d:g} {kind}",
+                )
     ax0.set_xlabel("overlap q")
     ax0.set_ylabel("density")
-    ax0.set_title("filled: two reached fixed points; line: start and its fixed point",
-                  fontsize=8.5)
+    ax0.set_title("filled: two reached fixed points; line: start and its fixed point", fontsize=8.5)
     _legend(ax0, fontsize=7)
     radii = sorted({r.radius for r in result.returns})
     styles = dict(zip(radii, ["o:", "s--", "^-", "v-.", "d-"]))
     for j_d in j_ds:
         for radius in radii:
-            sel = sorted((r for r in result.returns if r.j_d == j_d and r.radius == radius),
-                         key=lambda r: r.d)
+            sel = sorted(
+                (r for r in result.returns if r.j_d == j_d and r.radius == radius),
+                key=lambda r: r.d,
+            )
             if sel:
-                ax1.plot([r.d / r.n for r in sel], [r.fraction for r in sel],
-                         styles.get(radius, "x-"), color=colors[j_d], ms=3.5,
-                         label=f"$J_D$={j_d:g}, r={radius:g}")
-        sel = sorted((r for r in result.returns if r.j_d == j_d and r.radius == radii[0]),
-                     key=lambda r: r.d)
+                ax1.plot(
+                    [r.d / r.n for r in sel],
+                    [r.fraction for r in sel],
+                    styles.get(radius, "x-"),
+                    color=colors[j_d],
+                    ms=3.5,
+                    label=f"$J_D$={j_d:g}, r={radius:g}",
+                )
+        sel = sorted(
+            (r for r in result.returns if r.j_d == j_d and r.radius == radii[0]), key=lambda r: r.d
+        )
         if sel:
-            ax2.plot([r.d / r.n for r in sel], [r.mean_distance / r.d for r in sel], "o-",
-                     color=colors[j_d], ms=3.5, label=f"$J_D$={j_d:g}")
+            ax2.plot(
+                [r.d / r.n for r in sel],
+                [r.mean_distance / r.d for r in sel],
+                "o-",
+                color=colors[j_d],
+                ms=3.5,
+                label=f"$J_D$={j_d:g}",
+            )
     ax1.set_xscale("log")
     ax1.set_xlabel("d / N (units flipped in a reached fixed point s*)")
     ax1.set_ylabel("fraction ending at a fixed point within r·d of s*")
@@ -885,8 +979,10 @@ def _strings(text: str) -> list[str]:
 
 
 def _run_dir(args: argparse.Namespace, name: str) -> Path:
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"theory-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / (f"theory-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     )
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
@@ -909,20 +1005,30 @@ def _budget(args: argparse.Namespace) -> float:
 def _cmd_count(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = count_experiment(  # validates everything before any work or folder
-        args.sizes, args.j_d, args.kappa, n_samples=args.samples, seed=args.seed,
-        chunk=args.chunk, memory_budget=_budget(args), log=_progress,
+        args.sizes,
+        args.j_d,
+        args.kappa,
+        n_samples=args.samples,
+        seed=args.seed,
+        chunk=args.chunk,
+        memory_budget=_budget(args),
+        log=_progress,
     )
     out = _run_dir(args, "count")
     _write_csv(out / "count.csv", rows)
     plot_count(rows, out / "count.png")
     n_max = max(args.sizes)
-    print(f"theory count: N={','.join(map(str, args.sizes))}, {args.samples} couplings each, "
-          f"{time.perf_counter() - t0:.1f}s -> {out}")
+    print(
+        f"theory count: N={','.join(map(str, args.sizes))}, {args.samples} couplings each, "
+        f"{time.perf_counter() - t0:.1f}s -> {out}"
+    )
     for r in rows:
         if r.n == n_max and r.kappa == args.kappa[0]:
-            print(f"  N={r.n} J_D={r.j_d:<5g} kappa={r.kappa:g}: (1/N)ln E#={r.complexity:+.3f} "
-                  f"(exact {r.annealed_n:+.3f}, N->inf {r.annealed:+.3f}), "
-                  f"(1/N)E ln#={r.quenched:+.3f}")
+            print(
+                f"  N={r.n} J_D={r.j_d:<5g} kappa={r.kappa:g}: (1/N)ln E#={r.complexity:+.3f} "
+                f"(exact {r.annealed_n:+.3f}, N->inf {r.annealed:+.3f}), "
+                f"(1/N)E ln#={r.quenched:+.3f}"
+            )
     return 0
 
 
@@ -933,10 +1039,18 @@ def _cmd_access(args: argparse.Namespace) -> int:
         sync_sizes += [] if LARGE_SYNC in sync_sizes else [LARGE_SYNC]
         async_sizes += [] if LARGE_ASYNC in async_sizes else [LARGE_ASYNC]
     rows = access_experiment(
-        args.j_d, args.lambdas, sync_sizes=sync_sizes, async_sizes=async_sizes,
-        chain_sizes=args.chain_sizes, chain_schedules=args.chain_schedules,
-        n_couplings=args.couplings, n_starts=args.starts, max_sweeps=args.max_sweeps,
-        seed=args.seed, memory_budget=_budget(args), log=_progress,
+        args.j_d,
+        args.lambdas,
+        sync_sizes=sync_sizes,
+        async_sizes=async_sizes,
+        chain_sizes=args.chain_sizes,
+        chain_schedules=args.chain_schedules,
+        n_couplings=args.couplings,
+        n_starts=args.starts,
+        max_sweeps=args.max_sweeps,
+        seed=args.seed,
+        memory_budget=_budget(args),
+        log=_progress,
     )
     out = _run_dir(args, "access")
     _write_csv(out / "access.csv", rows)
@@ -951,9 +1065,18 @@ def _cmd_access(args: argparse.Namespace) -> int:
 def _cmd_geometry(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = geometry_experiment(
-        args.n, args.j_d, n_starts=args.starts, distances=args.distances, radii=args.radii,
-        n_bases=args.bases, trials=args.trials, schedule=args.schedule,
-        max_sweeps=args.max_sweeps, seed=args.seed, memory_budget=_budget(args), log=_progress,
+        args.n,
+        args.j_d,
+        n_starts=args.starts,
+        distances=args.distances,
+        radii=args.radii,
+        n_bases=args.bases,
+        trials=args.trials,
+        schedule=args.schedule,
+        max_sweeps=args.max_sweeps,
+        seed=args.seed,
+        memory_budget=_budget(args),
+        log=_progress,
     )
     out = _run_dir(args, "geometry")
     if res.overlaps:
@@ -984,21 +1107,37 @@ def add_subcommands(subparsers: Any) -> None:
     """Register `count`, `access` and `geometry` on the `darnn theory` subparsers."""
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--out", default=None,
-                       help="run folder for CSV + PNG (default runs/theory-<name>-<timestamp>)")
+        p.add_argument(
+            "--out",
+            default=None,
+            help="run folder for CSV + PNG (default runs/theory-<name>-<timestamp>)",
+        )
         p.add_argument("--seed", type=int, default=0, help="seed of couplings and starts")
-        p.add_argument("--memory-gib", type=float, default=MEMORY_BUDGET / 2**30,
-                       help="refuse grids whose estimated memory exceeds this (GiB)")
+        p.add_argument(
+            "--memory-gib",
+            type=float,
+            default=MEMORY_BUDGET / 2**30,
+            help="refuse grids whose estimated memory exceeds this (GiB)",
+        )
 
     p = subparsers.add_parser(
-        "count", help="exact fixed-point counts vs the annealed complexity",
+        "count",
+        help="exact fixed-point counts vs the annealed complexity",
         description="Enumerate all 2^N states of random fully asymmetric J (N <= 24) and "
         "compare (1/N) ln E#FP and (1/N) E ln #FP with ln 2 + ln Phi(J_D - kappa).",
     )
-    p.add_argument("--sizes", type=_ints, default=[8, 10, 12, 14, 16, 18, 20],
-                   help=f"comma-separated N (each <= {MAX_ENUMERATION_N})")
-    p.add_argument("--j-d", type=_floats, default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
-                   help="comma-separated self-couplings J_D")
+    p.add_argument(
+        "--sizes",
+        type=_ints,
+        default=[8, 10, 12, 14, 16, 18, 20],
+        help=f"comma-separated N (each <= {MAX_ENUMERATION_N})",
+    )
+    p.add_argument(
+        "--j-d",
+        type=_floats,
+        default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
+        help="comma-separated self-couplings J_D",
+    )
     p.add_argument("--kappa", type=_floats, default=[0.0, 0.5], help="comma-separated margins")
     p.add_argument("--samples", type=int, default=40, help="random couplings per N")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="states per chunk")
@@ -1006,28 +1145,49 @@ def add_subcommands(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_count)
 
     p = subparsers.add_parser(
-        "access", help="fraction of random starts that reach a fixed point",
+        "access",
+        help="fraction of random starts that reach a fixed point",
         description="Relax random starts with the synchronous and asynchronous dynamics "
         "versus J_D, and a two-module chain at J_D = 0 versus lambda.",
     )
-    p.add_argument("--j-d", type=_floats,
-                   default=[0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5],
-                   help="comma-separated J_D for the single module")
-    p.add_argument("--lambdas", type=_floats,
-                   default=[0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0],
-                   help="comma-separated inter-module couplings for the chain")
+    p.add_argument(
+        "--j-d",
+        type=_floats,
+        default=[0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5],
+        help="comma-separated J_D for the single module",
+    )
+    p.add_argument(
+        "--lambdas",
+        type=_floats,
+        default=[0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0],
+        help="comma-separated inter-module couplings for the chain",
+    )
     # Asynchronous sweeps cost ~6e-9 N^2 s per run on this CPU (a NumPy loop over units),
     # synchronous ones a matrix product: the default sizes fit in a few minutes.
-    p.add_argument("--sync-sizes", type=_ints, default=[250, 1000, 4000],
-                   help="comma-separated N for the synchronous schedule")
-    p.add_argument("--async-sizes", type=_ints, default=[100, 300, 900],
-                   help="comma-separated N for the asynchronous schedule")
+    p.add_argument(
+        "--sync-sizes",
+        type=_ints,
+        default=[250, 1000, 4000],
+        help="comma-separated N for the synchronous schedule",
+    )
+    p.add_argument(
+        "--async-sizes",
+        type=_ints,
+        default=[100, 300, 900],
+        help="comma-separated N for the asynchronous schedule",
+    )
     p.add_argument("--chain-sizes", type=_ints, default=[100, 300], help="units per module")
-    p.add_argument("--chain-schedules", type=_strings,
-                   default=["synchronous", "sequential", "asynchronous"],
-                   help="comma-separated schedules for the chain")
-    p.add_argument("--large", action="store_true",
-                   help="add N=10000 (synchronous) and N=1600 (asynchronous): ~7 more minutes")
+    p.add_argument(
+        "--chain-schedules",
+        type=_strings,
+        default=["synchronous", "sequential", "asynchronous"],
+        help="comma-separated schedules for the chain",
+    )
+    p.add_argument(
+        "--large",
+        action="store_true",
+        help="add N=10000 (synchronous) and N=1600 (asynchronous): ~7 more minutes",
+    )
     p.add_argument("--couplings", type=int, default=2, help="random J per size")
     p.add_argument("--starts", type=int, default=16, help="random starts per coupling")
     p.add_argument("--max-sweeps", type=int, default=100)
@@ -1035,7 +1195,8 @@ def add_subcommands(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_access)
 
     p = subparsers.add_parser(
-        "geometry", help="overlaps and local density of reached fixed points",
+        "geometry",
+        help="overlaps and local density of reached fixed points",
         description="Overlaps between fixed points reached from random starts, and the "
         "fraction of starts at distance d from one that end at a fixed point within r*d.",
     )
@@ -1043,8 +1204,9 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--j-d", type=_floats, default=[0.75, 1.0, 1.5])
     p.add_argument("--schedule", default="asynchronous", choices=SCHEDULES)
     p.add_argument("--starts", type=int, default=64, help="random starts per J_D")
-    p.add_argument("--distances", type=_ints, default=[1, 2, 4, 8, 16, 32, 64, 128],
-                   help="Hamming distances d")
+    p.add_argument(
+        "--distances", type=_ints, default=[1, 2, 4, 8, 16, 32, 64, 128], help="Hamming distances d"
+    )
     p.add_argument("--radii", type=_floats, default=[0.0, 1.0, 2.0], help="return radii r (x d)")
     p.add_argument("--bases", type=int, default=8, help="reached fixed points to perturb")
     p.add_argument("--trials", type=int, default=8, help="perturbations per fixed point and d")

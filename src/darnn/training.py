@@ -61,8 +61,15 @@ CURVES_FILE, FIELDS_FILE = "learning_curves.png", "field_histograms.png"
 TRANSFORMS = ("entangled", "binarised")
 # Settings that may change when a run is resumed: none changes what is learned (another
 # device or thread count may still round differently).
-RESUMABLE_KEYS = ("train.epochs", "train.device", "train.threads", "train.eval_batch_size",
-                  "train.checkpoint_every", "data.data_dir", "data.download")
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "train.device",
+    "train.threads",
+    "train.eval_batch_size",
+    "train.checkpoint_every",
+    "data.data_dir",
+    "data.download",
+)
 
 
 class ConfigError(RunError):
@@ -90,17 +97,22 @@ class DataConfig:
         if not self.name:
             raise ValueError("name must name a dataset, e.g. fashion-mnist, digits, npz:PATH")
         if self.transform not in (None, *TRANSFORMS):
-            raise ValueError(f"transform={self.transform!r} is not valid; accepted values: "
-                             f"null, {', '.join(TRANSFORMS)}")
+            raise ValueError(
+                f"transform={self.transform!r} is not valid; accepted values: "
+                f"null, {', '.join(TRANSFORMS)}"
+            )
         if self.transform_dim is not None and (self.transform is None or self.transform_dim < 1):
-            raise ValueError(f"transform_dim={self.transform_dim!r} is not valid; it needs a "
-                             "transform and must be >= 1")
+            raise ValueError(
+                f"transform_dim={self.transform_dim!r} is not valid; it needs a "
+                "transform and must be >= 1"
+            )
         if self.limit_train is not None and self.limit_train < 1:
             raise ValueError(f"limit_train={self.limit_train!r} is not valid; it must be >= 1")
         size = self.val_size
         if (isinstance(size, float) and not 0 <= size < 1) or (isinstance(size, int) and size < 0):
-            raise ValueError(f"val_size={size!r} is not valid; give a fraction in [0, 1) or a "
-                             "count >= 0")
+            raise ValueError(
+                f"val_size={size!r} is not valid; give a fraction in [0, 1) or a count >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -118,33 +130,48 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch during the run (None: torch's default)
 
     def __post_init__(self) -> None:
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1),
-                              ("probe_size", 1), ("threads", 1)):
+        for name, minimum in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("eval_batch_size", 1),
+            ("probe_size", 1),
+            ("threads", 1),
+        ):
             if getattr(self, name) is not None and getattr(self, name) < minimum:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be an "
-                                 f"integer >= {minimum}")
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not valid; it must be an "
+                    f"integer >= {minimum}"
+                )
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device={self.device!r} is not valid; accepted values: cpu, cuda, "
-                             "cuda:N")
+            raise ValueError(
+                f"device={self.device!r} is not valid; accepted values: cpu, cuda, cuda:N"
+            )
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is not valid; accepted values: "
-                             f"{', '.join(DTYPES)}")
+            raise ValueError(
+                f"dtype={self.dtype!r} is not valid; accepted values: {', '.join(DTYPES)}"
+            )
         every = self.checkpoint_every
         if every != "epoch" and not (isinstance(every, int) and every >= 1):
-            raise ValueError(f"checkpoint_every={every!r} is not valid; give 'epoch' or a number "
-                             "of batches >= 1")
+            raise ValueError(
+                f"checkpoint_every={every!r} is not valid; give 'epoch' or a number of batches >= 1"
+            )
 
 
 # The default recipe (configs/default.yaml says where each number comes from): recipe A's
 # rule, margins and rates on a wider sparse module with weaker label feedback and batches
 # of 64, measured to reach >= 0.85 test accuracy on Fashion-MNIST in under 10 minutes on a
 # 2-core CPU.
-DEFAULT_NETWORK = NetworkConfig(hidden=(6000,), j_density=0.01, w_in_density=0.1,
-                                w_back_strength=0.6)
+DEFAULT_NETWORK = NetworkConfig(
+    hidden=(6000,), j_density=0.01, w_in_density=0.1, w_back_strength=0.6
+)
 DEFAULT_LEARNING = LearningConfig()
 DEFAULT_TRAIN = TrainConfig(epochs=10, batch_size=64, threads=1)
-_SECTIONS: dict[str, type] = {"data": DataConfig, "network": NetworkConfig,
-                              "learning": LearningConfig, "train": TrainConfig}
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "network": NetworkConfig,
+    "learning": LearningConfig,
+    "train": TrainConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -175,24 +202,31 @@ class RunConfig:
         return {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-def merge_config(base: dict[str, dict[str, Any]], update: Any, origin: str = "config"
-                 ) -> dict[str, dict[str, Any]]:
+def merge_config(
+    base: dict[str, dict[str, Any]], update: Any, origin: str = "config"
+) -> dict[str, dict[str, Any]]:
     """``base`` with the sections of ``update`` laid over it, key by key (new dicts)."""
     if update is None:
         update = {}
     if not isinstance(update, dict):
-        raise ConfigError(f"{origin} must be a mapping of sections ({', '.join(_SECTIONS)}), "
-                          f"got {type(update).__name__}")
+        raise ConfigError(
+            f"{origin} must be a mapping of sections ({', '.join(_SECTIONS)}), "
+            f"got {type(update).__name__}"
+        )
     merged = {name: dict(keys) for name, keys in base.items()}
     for name, keys in update.items():
         if name not in _SECTIONS:
-            raise ConfigError(f"unknown config section '{name}' in {origin}; valid sections: "
-                              f"{', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"unknown config section '{name}' in {origin}; valid sections: "
+                f"{', '.join(_SECTIONS)}"
+            )
         if keys is None:
             continue
         if not isinstance(keys, dict):
-            raise ConfigError(f"config section '{name}' in {origin} must be a mapping of "
-                              f"keys to values, got {keys!r}")
+            raise ConfigError(
+                f"config section '{name}' in {origin} must be a mapping of "
+                f"keys to values, got {keys!r}"
+            )
         merged[name].update(keys)
     return merged
 
@@ -220,8 +254,10 @@ def parse_override(item: str) -> dict[str, dict[str, Any]]:
     key, sep, raw = item.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not name:
-        raise ConfigError(f"override {item!r} is not of the form section.key=value, e.g. "
-                          "train.epochs=3 or network.hidden=[800,800]")
+        raise ConfigError(
+            f"override {item!r} is not of the form section.key=value, e.g. "
+            "train.epochs=3 or network.hidden=[800,800]"
+        )
     return {section: {name: parse_yaml(raw, f"the value of override {item!r}")}}
 
 
@@ -261,15 +297,21 @@ def dump_config(config: RunConfig) -> str:
 # ---------------------------------------------------------------- data and devices
 
 
-def load_data(config: DataConfig, *, name: str | None = None,
-              data_dir: str | None = None) -> Dataset:
+def load_data(
+    config: DataConfig, *, name: str | None = None, data_dir: str | None = None
+) -> Dataset:
     """The data set a DataConfig describes (``name``/``data_dir`` replace the config's)."""
     try:
         return load_dataset(
-            name or config.name, data_dir=data_dir or config.data_dir,
-            val_size=config.val_size, seed=config.split_seed, transform=config.transform,
-            transform_dim=config.transform_dim, transform_seed=config.transform_seed,
-            limit_train=config.limit_train, download=config.download,
+            name or config.name,
+            data_dir=data_dir or config.data_dir,
+            val_size=config.val_size,
+            seed=config.split_seed,
+            transform=config.transform,
+            transform_dim=config.transform_dim,
+            transform_seed=config.transform_seed,
+            limit_train=config.limit_train,
+            download=config.download,
         )
     except DataError:
         raise  # already a complete user-facing message
@@ -279,8 +321,10 @@ def load_data(config: DataConfig, *, name: str | None = None,
 
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available on this machine "
-                          f"(torch {torch.__version__}); use --device cpu")
+        raise ConfigError(
+            f"train.device={name!r} but CUDA is not available on this machine "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
     return torch.device(name)
 
 
@@ -338,12 +382,15 @@ def field_components(
     return parts, free.states
 
 
-def field_summary(parts: list[dict[str, torch.Tensor]], states: list[torch.Tensor]
-                  ) -> list[dict[str, dict[str, float]]]:
+def field_summary(
+    parts: list[dict[str, torch.Tensor]], states: list[torch.Tensor]
+) -> list[dict[str, dict[str, float]]]:
     """mean, std and aligned mean (mean of s_i h_i: its push towards stability) of each part."""
     return [
-        {name: {"mean": float(h.mean()), "std": float(h.std()), "aligned": float((s * h).mean())}
-         for name, h in layer.items()}
+        {
+            name: {"mean": float(h.mean()), "std": float(h.std()), "aligned": float((s * h).mean())}
+            for name, h in layer.items()
+        }
         for layer, s in zip(parts, states)
     ]
 
@@ -442,9 +489,10 @@ def train(
     fingerprint = _fingerprint(data)
     X = torch.from_numpy(data.X_train).to(device, dtype)
     y = torch.from_numpy(data.y_train).to(device)
-    splits = {name: (torch.from_numpy(Xs).to(device, dtype), torch.from_numpy(ys).to(device))
-              for name, Xs, ys in (("val", data.X_val, data.y_val),
-                                   ("test", data.X_test, data.y_test))}
+    splits = {
+        name: (torch.from_numpy(Xs).to(device, dtype), torch.from_numpy(ys).to(device))
+        for name, Xs, ys in (("val", data.X_val, data.y_val), ("test", data.X_test, data.y_test))
+    }
     probe = (X[: tc.probe_size], y[: tc.probe_size])
     n_train, batch_size = X.shape[0], tc.batch_size
     n_batches = math.ceil(n_train / batch_size)
@@ -458,10 +506,13 @@ def train(
     if checkpoint is not None:  # restore exactly what the interrupted run held
         state, tensors = checkpoint
         if state["data_fingerprint"] != fingerprint:
-            raise RunError(f"The training data differ from those {out} was trained on (same "
-                           "config, other files?); the run cannot be resumed exactly.")
-        weights = {k.removeprefix("model."): v for k, v in tensors.items()
-                   if k.startswith("model.")}
+            raise RunError(
+                f"The training data differ from those {out} was trained on (same "
+                "config, other files?); the run cannot be resumed exactly."
+            )
+        weights = {
+            k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")
+        }
         check_tensors(net, weights, out / CHECKPOINT_FILE)
         net.load_state_dict(weights)
         order_gen.set_state(tensors["rng.order"])
@@ -478,9 +529,15 @@ def train(
         tensors["rng.dynamics"] = dynamics_gen.get_state()
         if perm is not None and batch > 0:
             tensors["position.permutation"] = perm
-        state = {"epoch": epoch, "batch": batch, "counters": counters.to_state(),
-                 "metrics": metrics, "wall_time": wall_time, "data_fingerprint": fingerprint,
-                 "n_batches": n_batches}
+        state = {
+            "epoch": epoch,
+            "batch": batch,
+            "counters": counters.to_state(),
+            "metrics": metrics,
+            "wall_time": wall_time,
+            "data_fingerprint": fingerprint,
+            "n_batches": n_batches,
+        }
         save_checkpoint(out / CHECKPOINT_FILE, state, tensors)
 
     created = prepare_run_dir(out, config, resume=resume, command=command)
@@ -491,8 +548,9 @@ def train(
                 if perm is None:
                     perm = torch.randperm(n_train, generator=order_gen)
                 order = perm.to(device)
-                bar = _progress_bar(progress, epoch, tc.epochs, n_train,
-                                    min(start_batch * batch_size, n_train))
+                bar = _progress_bar(
+                    progress, epoch, tc.epochs, n_train, min(start_batch * batch_size, n_train)
+                )
                 tick = time.perf_counter()
                 for b in range(start_batch, n_batches):
                     idx = order[b * batch_size : (b + 1) * batch_size]
@@ -515,8 +573,11 @@ def train(
                 bar.close()
 
                 # End of epoch: evaluate (test is reported, never used to choose anything).
-                results = {name: evaluate(net, Xs, ys, lc, tc.eval_batch_size)
-                           for name, (Xs, ys) in splits.items() if len(Xs)}
+                results = {
+                    name: evaluate(net, Xs, ys, lc, tc.eval_batch_size)
+                    for name, (Xs, ys) in splits.items()
+                    if len(Xs)
+                }
                 dynamics = results.get("val", results["test"])
                 parts, probe_states = field_components(net, *probe, lc)
                 record: dict[str, Any] = {
@@ -544,8 +605,12 @@ def train(
                 if stop.requested:
                     return _interrupted(out, epoch + 1, 0, n_batches)
 
-        save_model(net, out / MODEL_STEM, seed=tc.seed,
-                   extra={"learning": to_dict(lc), "data": to_dict(dc)})
+        save_model(
+            net,
+            out / MODEL_STEM,
+            seed=tc.seed,
+            extra={"learning": to_dict(lc), "data": to_dict(dc)},
+        )
         plot_learning_curves(out / CURVES_FILE, metrics)
         plot_field_histograms(out / FIELDS_FILE, field_components(net, *probe, lc)[0])
     except BaseException:
@@ -559,9 +624,17 @@ def train(
 def _progress_bar(enabled: bool, epoch: int, epochs: int, total: int, initial: int) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}",
-                unit="sample", unit_scale=True, file=sys.stderr, disable=not enabled,
-                dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        unit="sample",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 def _log_epoch(record: dict[str, Any], epochs: int) -> None:
@@ -608,27 +681,38 @@ def summarize(out: Path, metrics: list[dict[str, Any]], status: str) -> dict[str
 def check_new_run_dir(out: Path) -> None:
     """A new run needs an absent or empty directory: never mix two runs' files."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunError(f"Run directory {out} already exists and is not empty; choose another "
-                       f"--out, or continue that run with: darnn train --resume {out}")
+        raise RunError(
+            f"Run directory {out} already exists and is not empty; choose another "
+            f"--out, or continue that run with: darnn train --resume {out}"
+        )
 
 
-def read_resume_point(out: Path, config: RunConfig
-                      ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def read_resume_point(
+    out: Path, config: RunConfig
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The verified checkpoint of run ``out``, after checking ``config`` may continue it."""
     if not (out / CONFIG_FILE).is_file() or not (out / CHECKPOINT_FILE).is_file():
-        raise RunError(f"{out} is not a resumable run directory: it needs {CONFIG_FILE} and "
-                       f"{CHECKPOINT_FILE}, which a run writes after its first batch or epoch.")
+        raise RunError(
+            f"{out} is not a resumable run directory: it needs {CONFIG_FILE} and "
+            f"{CHECKPOINT_FILE}, which a run writes after its first batch or epoch."
+        )
     stored = RunConfig.from_dict(read_config_file(out / CONFIG_FILE))
-    changed = [key for key, (old, new) in _flat_diff(stored, config).items()
-               if key not in RESUMABLE_KEYS]
+    changed = [
+        key for key, (old, new) in _flat_diff(stored, config).items() if key not in RESUMABLE_KEYS
+    ]
     if changed:
-        raise ConfigError(f"cannot change {', '.join(changed)} when resuming {out}; only "
-                          f"{', '.join(RESUMABLE_KEYS)} may differ from its {CONFIG_FILE}")
+        raise ConfigError(
+            f"cannot change {', '.join(changed)} when resuming {out}; only "
+            f"{', '.join(RESUMABLE_KEYS)} may differ from its {CONFIG_FILE}"
+        )
     state, tensors = load_checkpoint(out / CHECKPOINT_FILE)
     if state["epoch"] > config.train.epochs or (
-            state["epoch"] == config.train.epochs and state["batch"] > 0):
-        raise ConfigError(f"the checkpoint of {out} is already at epoch {state['epoch']}, past "
-                          f"train.epochs={config.train.epochs}")
+        state["epoch"] == config.train.epochs and state["batch"] > 0
+    ):
+        raise ConfigError(
+            f"the checkpoint of {out} is already at epoch {state['epoch']}, past "
+            f"train.epochs={config.train.epochs}"
+        )
     return state, tensors
 
 
@@ -637,8 +721,9 @@ def _flat_diff(a: RunConfig, b: RunConfig) -> dict[str, tuple[Any, Any]]:
     return {f"{s}.{k}": (da[s][k], db[s][k]) for s in da for k in da[s] if da[s][k] != db[s][k]}
 
 
-def prepare_run_dir(out: Path, config: RunConfig, *, resume: bool,
-                    command: Sequence[str] | None) -> bool | None:
+def prepare_run_dir(
+    out: Path, config: RunConfig, *, resume: bool, command: Sequence[str] | None
+) -> bool | None:
     """Write config.yaml and meta.json. Returns, for a new run, whether the folder was created."""
     command = list(sys.argv if command is None else command)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -655,16 +740,23 @@ def prepare_run_dir(out: Path, config: RunConfig, *, resume: bool,
     out.mkdir(parents=True, exist_ok=True)
     try:
         write_text(out / CONFIG_FILE, dump_config(config))
-        write_json(out / META_FILE, {
-            "seed": config.train.seed,
-            "versions": {"darnn": __version__, "torch": torch.__version__,
-                         "numpy": np.__version__, "python": platform.python_version()},
-            "platform": platform.platform(),
-            "device": str(config.train.device),
-            "command": command,
-            "cwd": os.getcwd(),
-            "start_time": now,
-        })
+        write_json(
+            out / META_FILE,
+            {
+                "seed": config.train.seed,
+                "versions": {
+                    "darnn": __version__,
+                    "torch": torch.__version__,
+                    "numpy": np.__version__,
+                    "python": platform.python_version(),
+                },
+                "platform": platform.platform(),
+                "device": str(config.train.device),
+                "command": command,
+                "cwd": os.getcwd(),
+                "start_time": now,
+            },
+        )
     except BaseException:
         _remove_new_run(out, created)
         raise
