@@ -222,7 +222,7 @@ def fetch_url(url: str, destination: Path) -> None:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -247,7 +247,7 @@ def _download(name: str, data_dir: str | os.PathLike[str] | None) -> Path:
             os.close(fd)
             tmp = Path(tmp_name)
             fetch_url(url, tmp)
-            actual = _sha256(tmp)
+            actual = sha256_file(tmp)
             if actual != expected:
                 raise DataError(
                     f"The download of {url} is corrupt or has changed: its SHA-256 is {actual}, "

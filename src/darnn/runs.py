@@ -25,6 +25,7 @@ import torch
 
 from .config import NetworkConfig, from_dict, to_dict
 from .couplings import DenseCoupling, IdentityCoupling, SparseCoupling
+from .data import sha256_file
 from .network import Network
 
 MODEL_FORMAT = "darnn-model"
@@ -71,14 +72,6 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
