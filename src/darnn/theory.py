@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -956,22 +956,24 @@ def _draw_geometry(result: GeometryResult, ax0: Any, ax1: Any, ax2: Any) -> None
 
 
 # ----- CLI --------------------------------------------------------------------------------
-def _floats(text: str) -> list[float]:
-    """Comma-separated numbers, e.g. "0,0.25,0.5"."""
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        msg = f"expected comma-separated numbers, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+T = TypeVar("T")
 
 
-def _ints(text: str) -> list[int]:
-    """Comma-separated integers, e.g. "100,400,1600"."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        msg = f"expected comma-separated integers, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+def _comma_list(cast: Callable[[str], T], what: str) -> Callable[[str], list[T]]:
+    """An argparse type for comma-separated values, e.g. "0,0.25,0.5" or "100,400"."""
+
+    def parse(text: str) -> list[T]:
+        try:
+            return [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            msg = f"expected comma-separated {what}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+
+    return parse
+
+
+_floats = _comma_list(float, "numbers")
+_ints = _comma_list(int, "integers")
 
 
 def _strings(text: str) -> list[str]:
