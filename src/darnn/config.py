@@ -24,29 +24,29 @@ MARGIN_CONVENTIONS = ("total", "offdiag")
 C = TypeVar("C")
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; accepted values: {', '.join(choices)}")
 
 
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}={value!r} is not valid; it must be a finite number {bound}")
 
 
-def _check_density(name: str, value: float) -> None:
+def check_density(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0 < value <= 1):
         raise ValueError(f"{name}={value!r} is not valid; a density must lie in (0, 1]")
 
 
-def _check_finite(name: str, value: float) -> None:
+def check_finite(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value)):
         raise ValueError(f"{name}={value!r} is not valid; it must be a finite number")
 
 
-def _check_count(name: str, value: int, *, minimum: int) -> None:
+def check_count(name: str, value: int, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= {minimum}")
 
@@ -86,17 +86,17 @@ class NetworkConfig:
                 "module, e.g. (1600,) or (800, 800)"
             )
         object.__setattr__(self, "hidden", tuple(hidden))
-        _check_finite("j_d", self.j_d)
+        check_finite("j_d", self.j_d)
         for name in ("j_strength", "w_in_strength", "w_out_strength", "w_back_strength"):
-            _check_positive(name, getattr(self, name), allow_zero=True)
+            check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("lambda_forward", "lambda_backward"):
-            _check_positive(name, getattr(self, name), allow_zero=True)
-        _check_density("j_density", self.j_density)
-        _check_density("w_in_density", self.w_in_density)
-        _check_choice("inter", self.inter, INTER_KINDS)
-        _check_choice("label_encoding", self.label_encoding, LABEL_ENCODINGS)
-        _check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
-        _check_count("inter_fan_in", self.inter_fan_in, minimum=1)
+            check_positive(name, getattr(self, name), allow_zero=True)
+        check_density("j_density", self.j_density)
+        check_density("w_in_density", self.w_in_density)
+        check_choice("inter", self.inter, INTER_KINDS)
+        check_choice("label_encoding", self.label_encoding, LABEL_ENCODINGS)
+        check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
+        check_count("inter_fan_in", self.inter_fan_in, minimum=1)
         if self.inter == "sparse" and len(hidden) > 1 and self.inter_fan_in > min(hidden):
             raise ValueError(
                 f"inter_fan_in={self.inter_fan_in} exceeds the smallest hidden module "
@@ -138,15 +138,15 @@ class LearningConfig:
     learn_inter: bool = False  # inter-module forward couplings are fixed unless asked
 
     def __post_init__(self) -> None:
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("margin_convention", self.margin_convention, MARGIN_CONVENTIONS)
-        _check_count("warmup_sweeps", self.warmup_sweeps, minimum=0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("margin_convention", self.margin_convention, MARGIN_CONVENTIONS)
+        check_count("warmup_sweeps", self.warmup_sweeps, minimum=0)
         for name in ("clamped_sweeps", "free_sweeps", "eval_sweeps"):
-            _check_count(name, getattr(self, name), minimum=0)
+            check_count(name, getattr(self, name), minimum=0)
         for name in ("kappa_in", "kappa_j", "kappa_inter", "kappa_out"):
-            _check_finite(name, getattr(self, name))
+            check_finite(name, getattr(self, name))
         for name in ("lr_in", "lr_j", "lr_inter", "lr_out"):
-            _check_positive(name, getattr(self, name), allow_zero=True)
+            check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("decay_in", "decay_j", "decay_inter", "decay_out"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
@@ -214,6 +214,11 @@ __all__ = [
     "SPARSE_FORMATS",
     "LearningConfig",
     "NetworkConfig",
+    "check_choice",
+    "check_count",
+    "check_density",
+    "check_finite",
+    "check_positive",
     "from_dict",
     "to_dict",
 ]

@@ -34,7 +34,7 @@ import torch
 from scipy.special import log_ndtr
 from torch import Tensor
 
-from .config import SCHEDULES, _check_choice, _check_count, _check_finite
+from .config import SCHEDULES, check_choice, check_count, check_finite
 from .couplings import gaussian_coupling
 from .dynamics import relax
 from .network import Recurrent
@@ -68,14 +68,14 @@ def _check_values(name: str, values: Sequence[float]) -> None:
     if len(values) == 0:
         raise ValueError(f"{name} is empty; give at least one value")
     for v in values:
-        _check_finite(name, v)
+        check_finite(name, v)
 
 
 def _check_sizes(name: str, sizes: Sequence[int], minimum: int = 2) -> None:
     if len(sizes) == 0:
         raise ValueError(f"{name} is empty; give at least one size")
     for n in sizes:
-        _check_count(name, n, minimum=minimum)
+        check_count(name, n, minimum=minimum)
 
 
 def random_coupling(
@@ -144,7 +144,7 @@ def annealed_count(n: int, j_d: float, kappa: float = 0.0, *, finite_size: bool 
     sums N-1 terms); the rows of a fully asymmetric J are independent, so the expectation
     is then exact at every N, not only as N -> inf.
     """
-    _check_count("n", n, minimum=2 if finite_size else 1)
+    check_count("n", n, minimum=2 if finite_size else 1)
     x = j_d - kappa
     if finite_size:
         x *= math.sqrt(n / (n - 1))
@@ -169,7 +169,7 @@ def index_to_states(index: Tensor, n: int) -> Tensor:
 def _chunk_bits(n: int, chunk: int) -> int:
     """log2 of the states per chunk: the largest power of two <= chunk (at least 2), at
     most 2^n."""
-    _check_count("chunk", chunk, minimum=1)
+    check_count("chunk", chunk, minimum=1)
     return min(n, max(1, chunk.bit_length() - 1))
 
 
@@ -251,9 +251,9 @@ def enumerate_fixed_points(
     return_states: also return the first `limit` fixed points (index order, see
     `index_to_states`).
     """
-    _check_finite("j_d", j_d)
-    _check_finite("kappa", kappa)
-    _check_count("limit", limit, minimum=0)
+    check_finite("j_d", j_d)
+    check_finite("kappa", kappa)
+    check_count("limit", limit, minimum=0)
     J0, bits = _enumeration_plan(J, external, chunk, 1, memory_budget)
     _check_memory(f"returning up to {limit} states", limit * J0.shape[0], memory_budget)
     count, found = 0, []
@@ -331,7 +331,7 @@ def count_experiment(
     _check_sizes("sizes", sizes, minimum=2)
     _check_values("j_d_values", j_d_values)
     _check_values("kappas", kappas)
-    _check_count("n_samples", n_samples, minimum=1)
+    check_count("n_samples", n_samples, minimum=1)
     for n in sizes:  # every size validated before the first enumeration
         if n > MAX_ENUMERATION_N:
             raise ValueError(f"exact enumeration needs N <= {MAX_ENUMERATION_N}, got N={n}")
@@ -481,14 +481,14 @@ def accessibility(
     lambda. Couplings and starts depend on (seed, n, model) only, so every value sees the
     same disorder and starts (smooth curves; the schedules share them too).
     """
-    _check_count("n", n, minimum=2)
-    _check_choice("model", model, MODELS)
-    _check_choice("schedule", schedule, SCHEDULES)
+    check_count("n", n, minimum=2)
+    check_choice("model", model, MODELS)
+    check_choice("schedule", schedule, SCHEDULES)
     _check_values("values", values)
-    _check_count("n_couplings", n_couplings, minimum=1)
-    _check_count("n_starts", n_starts, minimum=1)
-    _check_count("max_sweeps", max_sweeps, minimum=1)
-    _check_finite("j_d", j_d)
+    check_count("n_couplings", n_couplings, minimum=1)
+    check_count("n_starts", n_starts, minimum=1)
+    check_count("max_sweeps", max_sweeps, minimum=1)
+    check_finite("j_d", j_d)
     _check_memory(f"{schedule} {model} at N={n}", access_memory(n, model, schedule), memory_budget)
     dtype = _dtype_for(schedule)
     modules = 2 if model == "chain" else 1
@@ -599,9 +599,9 @@ def access_experiment(
         (chain_sizes, "chain", tuple(chain_schedules)),
     ):
         for schedule in schedules:
-            _check_choice("schedule", schedule, SCHEDULES)
+            check_choice("schedule", schedule, SCHEDULES)
             for n in sizes:
-                _check_count("size", n, minimum=2)
+                check_count("size", n, minimum=2)
                 _check_memory(
                     f"{schedule} {model} at N={n}",
                     access_memory(n, model, schedule),
@@ -770,7 +770,7 @@ def return_fractions(
     """
     n = fixed_points.shape[1]
     for d in distances:
-        _check_count("distance", d, minimum=1)
+        check_count("distance", d, minimum=1)
         if d > n:
             raise ValueError(f"distance {d} exceeds N={n}")
     base = fixed_points.repeat_interleave(trials, dim=0)
@@ -822,20 +822,20 @@ def geometry_experiment(
     log: Log | None = None,
 ) -> GeometryResult:
     """Overlaps and return fractions on one J (same for every J_D) of n units."""
-    _check_count("n", n, minimum=2)
+    check_count("n", n, minimum=2)
     _check_values("j_d_values", j_d_values)
-    _check_count("n_starts", n_starts, minimum=2)
-    _check_count("n_bases", n_bases, minimum=1)
-    _check_count("trials", trials, minimum=1)
-    _check_count("max_sweeps", max_sweeps, minimum=1)
-    _check_choice("schedule", schedule, SCHEDULES)
+    check_count("n_starts", n_starts, minimum=2)
+    check_count("n_bases", n_bases, minimum=1)
+    check_count("trials", trials, minimum=1)
+    check_count("max_sweeps", max_sweeps, minimum=1)
+    check_choice("schedule", schedule, SCHEDULES)
     _check_values("radii", radii)
     if any(r < 0 for r in radii):
         raise ValueError(f"radii must be >= 0, got {list(radii)}")
     if len(distances) == 0:
         raise ValueError("distances is empty; give at least one Hamming distance")
     for d in distances:
-        _check_count("distance", d, minimum=1)
+        check_count("distance", d, minimum=1)
         if d > n:
             raise ValueError(f"distance {d} exceeds N={n}")
     batch = max(n_starts, n_bases * trials)
