@@ -1,11 +1,19 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from darnn.config import NetworkConfig
 from darnn.couplings import DenseCoupling, IdentityCoupling, SparseCoupling, convert
-from darnn.network import Network, Recurrent
+from darnn.network import (
+    Network,
+    NetworkTooLargeError,
+    Recurrent,
+    available_memory,
+    check_memory,
+    estimate_bytes,
+)
 
 
 def test_same_seed_same_weights_any_format() -> None:
@@ -98,3 +106,52 @@ def test_j_d_follows_state_dict_and_setter() -> None:
     assert a.recurrent.j_d_value == pytest.approx(0.7) and float(a.recurrent.j_d) == pytest.approx(
         0.7
     )
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        NetworkConfig(hidden=(120,)),
+        NetworkConfig(hidden=(200, 200), j_density=0.05, w_in_density=0.3, sparse_format="csr"),
+        NetworkConfig(hidden=(150,), j_density=0.5, w_in_density=0.5, sparse_format="dense"),
+        NetworkConfig(hidden=(60, 40), inter="sparse", inter_fan_in=3, input_to_all=True),
+    ],
+)
+def test_memory_estimate_matches_the_built_network(cfg: NetworkConfig) -> None:
+    kept, peak = estimate_bytes(cfg, 30, 5, torch.float64)
+    actual = Network(cfg, 30, 5, dtype=torch.float64).nbytes
+    assert abs(kept - actual) <= 0.05 * actual + 64
+    assert peak >= kept
+
+
+def test_too_large_network_is_refused_before_allocating() -> None:
+    with pytest.raises(NetworkTooLargeError, match=r"hidden=\[10000000\].*bytes.*sparse") as info:
+        Network(NetworkConfig(hidden=(10_000_000,)), 784, 10)
+    assert isinstance(info.value, ValueError)
+    # sparse storage of the same size is estimated by its non-zeros
+    kept, _ = estimate_bytes(NetworkConfig(hidden=(10_000_000,), j_density=1e-6), 784, 10)
+    assert kept < 10 * 10_000_000 * 784 * 4
+
+
+def test_memory_check_compares_with_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import darnn.network as network
+
+    room = available_memory()
+    assert room is None or room > 0
+    cfg = NetworkConfig(hidden=(100,))
+    monkeypatch.setattr(network, "available_memory", lambda: 1000)
+    with pytest.raises(NetworkTooLargeError, match=r"only 9\.31e-07 GiB \(1000 bytes\)"):
+        Network(cfg, 10, 2)
+    monkeypatch.setattr(network, "available_memory", lambda: None)  # unknown: no refusal
+    assert check_memory(cfg, 10, 2) == estimate_bytes(cfg, 10, 2)[1]
+
+
+def test_numpy_integer_sizes_and_label_field_without_code_table() -> None:
+    net = Network(NetworkConfig(hidden=(16,), label_encoding="rescaled"), np.int64(5), np.int64(7))
+    assert net.n_features == 5 and type(net.n_classes) is int
+    y = torch.tensor([6, 0, 3])
+    on, off = math.sqrt(6) / 2, -1 / math.sqrt(6)
+    codes = torch.full((3, 7), off)
+    codes[torch.arange(3), y] = on
+    assert torch.allclose(net.label_field(y), codes @ net.w_back.T, atol=1e-6)
+    assert not any("eye" in name for name, _ in net.named_buffers())

@@ -13,8 +13,10 @@ row-major, each non-zero scales one contiguous row of B values), and elementwise
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -24,8 +26,19 @@ from torch import Tensor, nn
 # 2 MB-L2 core, half that at 512, a quarter at 4096).
 _CSR_CHUNK = 256
 
-# CSR tensors work well for the few operations used here; the beta notice is noise.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+# Positions drawn per chunk when sampling a sparse support: bounds the temporaries (~40 MB)
+# whatever the number of non-zeros.
+_SAMPLE_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def _quiet_csr() -> Iterator[None]:
+    """Silence torch's "Sparse CSR tensor support is in beta" notice where CSR tensors are
+    made: they work well for the few operations used here. Local, so the user's own
+    warning filters are left alone."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
 
 
 class Coupling(nn.Module):
@@ -135,22 +148,26 @@ class SparseCoupling(Coupling):
 
     @classmethod
     def from_dense(cls, weight: Tensor, support: Tensor) -> SparseCoupling:
-        csr = (support.to(weight.dtype)).to_sparse_csr()
-        rows, cols = support.nonzero(as_tuple=True)
-        return cls(csr.crow_indices(), csr.col_indices(), weight[rows, cols].clone(), weight.shape)
+        rows, cols = support.nonzero(as_tuple=True)  # row-major order, as CSR stores them
+        counts = torch.bincount(rows, minlength=support.shape[0])
+        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return cls(crow, cols, weight[rows, cols].clone(), weight.shape)
 
     @property
     def csr(self) -> Tensor:
         # A view sharing `values`; rebuilt only after .to()/load_state_dict replaced tensors.
         csr = self._csr
         if csr is None or csr.values().data_ptr() != self.values.data_ptr():
-            csr = torch.sparse_csr_tensor(
-                self.crow,
-                self.col,
-                self.values.data,
-                (self.n_out, self.n_in),
-                check_invariants=False,
-            )
+            # No invariant check here: the indices were built by this module or validated by
+            # check_csr_indices when read from a file.
+            with _quiet_csr():
+                csr = torch.sparse_csr_tensor(
+                    self.crow,
+                    self.col,
+                    self.values.data,
+                    (self.n_out, self.n_in),
+                    check_invariants=False,
+                )
             self._csr = csr
         return csr
 
@@ -186,11 +203,9 @@ class SparseCoupling(Coupling):
         return self.csr.to_dense()
 
     def support(self) -> Tensor:
-        ones = torch.ones_like(self.values, dtype=torch.float32)
-        sup = torch.sparse_csr_tensor(
-            self.crow, self.col, ones, (self.n_out, self.n_in), check_invariants=False
-        )
-        return sup.to_dense().bool()
+        sup = torch.zeros(self.n_out, self.n_in, dtype=torch.bool, device=self.values.device)
+        sup[_row_indices(self.crow), self.col.long()] = True
+        return sup
 
     @property
     def nnz(self) -> int:
@@ -230,6 +245,96 @@ class IdentityCoupling(Coupling):
         return self.n_out
 
 
+def _row_indices(crow: Tensor) -> Tensor:
+    """Row of every stored entry of a CSR matrix (int64, in storage order)."""
+    counts = (crow[1:] - crow[:-1]).long()
+    return torch.repeat_interleave(torch.arange(len(counts), device=crow.device), counts)
+
+
+def check_csr_indices(
+    crow: Tensor, col: Tensor, shape: tuple[int, int], *, nnz: int | None = None
+) -> str | None:
+    """Why (crow, col) are not valid CSR indices of a matrix of ``shape``, or None if they are.
+
+    Checked before any sparse matrix is built from indices read from a file: a hand-made or
+    corrupted index would otherwise make the sparse kernels read or write out of bounds.
+    Requires integer 1-D tensors, len(crow) == n_rows + 1, crow[0] == 0, crow non-decreasing,
+    crow[-1] == len(col) (== ``nnz`` when given), every column in [0, n_cols) and strictly
+    increasing within a row (as every builder here writes them: sorted, no entry twice).
+    """
+    n_rows, n_cols = shape
+    for name, t in (("crow", crow), ("col", col)):
+        if t.dtype not in (torch.int32, torch.int64) or t.ndim != 1:
+            shape = tuple(t.shape)
+            return f"{name} must be a 1-D int32/int64 tensor, got {t.dtype} of shape {shape}"
+    if len(crow) != n_rows + 1:
+        return f"crow has {len(crow)} entries; a matrix of {n_rows} rows needs {n_rows + 1}"
+    crow64, col64 = crow.long(), col.long()
+    if int(crow64[0]) != 0:
+        return f"crow[0] is {int(crow64[0])}, not 0"
+    steps = crow64[1:] - crow64[:-1]
+    if bool((steps < 0).any()):
+        row = int(torch.nonzero(steps < 0)[0])
+        return f"crow decreases after row {row} (row pointers must be non-decreasing)"
+    if int(crow64[-1]) != len(col) or (nnz is not None and len(col) != nnz):
+        return f"crow ends at {int(crow64[-1])} but there are {len(col)} column indices" + (
+            "" if nnz is None else f" and {nnz} values"
+        )
+    if len(col) and bool(((col64 < 0) | (col64 >= n_cols)).any()):
+        bad = int(col64[(col64 < 0) | (col64 >= n_cols)][0])
+        return f"column index {bad} is outside [0, {n_cols})"
+    if len(col):
+        rows = _row_indices(crow64)
+        unsorted = (rows[1:] == rows[:-1]) & (col64[1:] <= col64[:-1])
+        if bool(unsorted.any()):
+            row = int(rows[1:][unsorted][0])
+            return f"the column indices of row {row} are not strictly increasing"
+    return None
+
+
+def bernoulli_support(
+    n_out: int,
+    n_in: int,
+    density: float,
+    generator: torch.Generator,
+    *,
+    zero_diagonal: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """CSR (crow, col) of an i.i.d. Bernoulli(density) support, in O(nnz) time and memory.
+
+    Instead of one uniform per entry, the gaps between successive entries of the row-major
+    sequence are drawn (geometric, P(gap > k) = (1 - density)^k), so the cost follows the
+    number of non-zeros, never n_out * n_in. With ``zero_diagonal`` the diagonal entries are
+    dropped after drawing, so the off-diagonal law is unchanged. Bernoulli (not a fixed count
+    per row) keeps the law the dense mask always had: every entry independent, the fan-in of
+    a unit Binomial(n_in, density).
+    """
+    total = n_out * n_in
+    log_q = math.log1p(-density)
+    counts = torch.zeros(n_out, dtype=torch.int64)
+    cols: list[Tensor] = []
+    index = torch.int32 if n_in < 2**31 else torch.int64
+    last = -1  # flat position of the last entry drawn
+    while last < total:
+        expected = (total - 1 - last) * density
+        m = int(min(_SAMPLE_CHUNK, expected + 6 * math.sqrt(expected) + 16))
+        u = torch.rand(m, generator=generator, dtype=torch.float64)
+        # floor(log(1-u)/log(1-p)) failures before the next success; 1-u lies in (0, 1].
+        gaps = torch.log1p(-u).div_(log_q).floor_().clamp_(max=total).to(torch.int64).add_(1)
+        pos = gaps.cumsum_(0).add_(last)
+        last = int(pos[-1])
+        pos = pos[pos < total]
+        rows = pos // n_in
+        c = pos - rows * n_in
+        if zero_diagonal:
+            keep = rows != c
+            rows, c = rows[keep], c[keep]
+        counts += torch.bincount(rows, minlength=n_out)
+        cols.append(c.to(index))
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return crow, torch.cat(cols) if cols else torch.zeros(0, dtype=index)
+
+
 def gaussian_coupling(
     n_out: int,
     n_in: int,
@@ -243,18 +348,54 @@ def gaussian_coupling(
     """strength * G / sqrt(n_in * density) on a Bernoulli(density) support (SPEC §3).
 
     The random draws do not depend on `sparse`, so the same seed gives the same matrix in
-    either storage.
+    either storage. A masked coupling is drawn as CSR (support, then one Gaussian per
+    non-zero): stored sparse it never has a dense n_out x n_in intermediate.
     """
-    g = torch.randn(n_out, n_in, generator=generator)
-    mask = torch.rand(n_out, n_in, generator=generator) < density if density < 1 else None
-    weight = g * (strength / math.sqrt(n_in * density))
-    if not sparse:
-        return DenseCoupling(weight, mask, zero_diagonal=zero_diagonal)
-    support = torch.ones(n_out, n_in, dtype=torch.bool) if mask is None else mask
-    if zero_diagonal:
-        support = support.clone()
-        support.fill_diagonal_(False)
-    return SparseCoupling.from_dense(weight, support)
+    scale = strength / math.sqrt(n_in * density)
+    if density >= 1:
+        weight = torch.randn(n_out, n_in, generator=generator).mul_(scale)
+        if not sparse:
+            return DenseCoupling(weight, zero_diagonal=zero_diagonal)
+        support = torch.ones(n_out, n_in, dtype=torch.bool)
+        if zero_diagonal:
+            support.fill_diagonal_(False)
+        return SparseCoupling.from_dense(weight, support)
+    crow, col = bernoulli_support(n_out, n_in, density, generator, zero_diagonal=zero_diagonal)
+    values = torch.randn(len(col), generator=generator).mul_(scale)
+    if sparse:
+        return SparseCoupling(crow, col, values, (n_out, n_in))
+    rows, cols = _row_indices(crow), col.long()
+    weight = torch.zeros(n_out, n_in)
+    weight[rows, cols] = values
+    mask = torch.zeros(n_out, n_in, dtype=torch.bool)
+    mask[rows, cols] = True
+    return DenseCoupling(weight, mask, zero_diagonal=zero_diagonal)
+
+
+def distinct_columns(n_out: int, n_in: int, k: int, generator: torch.Generator) -> Tensor:
+    """(n_out, k) sorted column indices, each row a uniform k-subset of range(n_in).
+
+    O(n_out * k) work for k <= n_in / 2: draw k columns per row with replacement, then
+    redraw the repeated ones until none is left (each redraw succeeds with probability
+    >= 1/2). The procedure treats every column label alike, so the subset is uniform.
+    Larger k pick the n_in - k columns to leave out the same way.
+    """
+    if not 0 <= k <= n_in:
+        raise ValueError(f"cannot pick {k} distinct columns out of {n_in}")
+    if 2 * k > n_in:
+        left_out = distinct_columns(n_out, n_in, n_in - k, generator)
+        keep = torch.ones(n_out, n_in, dtype=torch.bool)  # O(n_out * n_in) <= 2 n_out k
+        keep.scatter_(1, left_out, False)
+        return keep.nonzero()[:, 1].view(n_out, k)
+    cols = torch.randint(n_in, (n_out, k), generator=generator)
+    while True:
+        cols = cols.sort(dim=1).values
+        repeated = torch.zeros_like(cols, dtype=torch.bool)
+        repeated[:, 1:] = cols[:, 1:] == cols[:, :-1]
+        n = int(repeated.sum())
+        if n == 0:
+            return cols
+        cols[repeated] = torch.randint(n_in, (n,), generator=generator)
 
 
 def excitatory_coupling(
@@ -262,8 +403,7 @@ def excitatory_coupling(
 ) -> Coupling:
     """Sparse random positive coupling: each unit gets `fan_in` distinct inputs of weight
     lam / fan_in, so a unit whose partners all agree receives lam, as with lam*I."""
-    cols = torch.rand(n_out, n_in, generator=generator).argsort(dim=1)[:, :fan_in]
-    cols = cols.sort(dim=1).values.reshape(-1)
+    cols = distinct_columns(n_out, n_in, fan_in, generator).reshape(-1)
     crow = torch.arange(0, n_out * fan_in + 1, fan_in)
     values = torch.full((n_out * fan_in,), lam / fan_in)
     return SparseCoupling(crow, cols, values, (n_out, n_in))

@@ -10,7 +10,10 @@ Parameters, so ``state_dict()`` holds everything and autograd never runs.
 from __future__ import annotations
 
 import math
+import operator
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +30,137 @@ from .couplings import (
 
 # "auto" stores a masked coupling as CSR at or below this density.
 _AUTO_CSR_DENSITY = 0.2
+# Temporaries of the CSR sampler (bernoulli_support's chunk of uniforms, gaps, positions).
+_SAMPLER_BYTES = 48 << 20
+
+
+class NetworkTooLargeError(ValueError):
+    """The network asked for would not fit in memory; raised before anything is allocated."""
+
+
+def uses_csr(config: NetworkConfig, density: float) -> bool:
+    """Whether a coupling of this density is stored as CSR under ``config.sparse_format``."""
+    if config.sparse_format == "auto":
+        return density <= _AUTO_CSR_DENSITY
+    return config.sparse_format == "csr"
+
+
+def estimate_bytes(
+    config: NetworkConfig, n_features: int, n_classes: int, dtype: torch.dtype = torch.float32
+) -> tuple[int, int]:
+    """(bytes kept, peak bytes while building) of ``Network(config, n_features, n_classes)``.
+
+    Counts every matrix as it will be stored (dense: weights, plus a float mask when masked;
+    CSR: one value and one int32 column per expected non-zero, plus the row pointers). The
+    peak adds the temporaries of building the largest coupling (drawn in float32, then
+    masked or compressed, then cast to ``dtype``). Within a few per cent for large networks.
+    """
+    item = torch.empty((), dtype=dtype).element_size()
+    sizes = config.hidden
+    kept = 0
+    temporary = 0
+
+    def add(n_out: int, n_in: int, density: float, diagonal: bool) -> None:
+        nonlocal kept, temporary
+        entries = n_out * n_in - (n_out if diagonal and density >= 1 else 0)
+        if uses_csr(config, density):
+            nnz = math.ceil(entries * density)
+            kept += nnz * (item + 4) + (n_out + 1) * 4
+            if density >= 1:  # drawn dense, then compressed (bool support, int64 indices)
+                build = n_out * n_in * 5 + nnz * 24
+            else:  # int32 columns twice (chunks, then joined), float32 values, row counts
+                build = nnz * 12 + n_out * 16 + _SAMPLER_BYTES
+        else:
+            masked = density < 1
+            kept += n_out * n_in * item * (2 if masked else 1)
+            # float32 draw, masked product and diagonal copy, bool mask
+            build = n_out * n_in * (13 if masked else 8)
+        temporary = max(temporary, build)
+
+    fed = sizes if config.input_to_all else sizes[:1]
+    for n in fed:
+        add(n, n_features, config.w_in_density, False)
+    for n in sizes:
+        add(n, n, config.j_density, True)
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        if config.inter == "identity":
+            kept += (a + b) * item
+        else:
+            k = config.inter_fan_in
+            kept += (a + b) * k * (item + 4) + (a + b + 2) * 4
+            # distinct_columns: int64 draws, sort, mask (a dense bool block when 2k > n_in)
+            dense_block = max(a, b) if 2 * k > min(a, b) else 0
+            temporary = max(temporary, max(a, b) * (24 * k + dense_block))
+    kept += 2 * sizes[-1] * n_classes * item  # W_out and W_back
+    return kept, kept + temporary
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, or None when the system does not say.
+
+    Linux: MemAvailable of /proc/meminfo (free memory plus reclaimable caches), lowered to
+    the room left under a cgroup v2 memory.max when one is set (containers, SLURM jobs).
+    Elsewhere: the total physical memory.
+    """
+    limit: int | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limit = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        cap = (cgroup / "memory.max").read_text().strip()
+        if cap != "max":
+            room = int(cap) - int((cgroup / "memory.current").read_text())
+            limit = room if limit is None else min(limit, room)
+    except (OSError, ValueError):
+        pass
+    if limit is None:
+        try:
+            limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return max(limit, 0)
+
+
+def check_memory(
+    config: NetworkConfig,
+    n_features: int,
+    n_classes: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> int:
+    """Refuse (NetworkTooLargeError) a network whose build peak exceeds available memory.
+
+    The rule: the peak of ``estimate_bytes`` must fit in ``available_memory()`` (the network
+    is always built in main memory) and, on a CUDA device, what it keeps must fit in the
+    device's free memory. Returns the peak estimate.
+    """
+    kept, peak = estimate_bytes(config, n_features, n_classes, dtype)
+    where, room = "main memory", available_memory()
+    if torch.device(device).type == "cuda" and (room is None or peak <= room):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        where, room, peak = f"free memory on {device}", free, kept
+    if room is not None and peak > room:
+        raise NetworkTooLargeError(
+            f"The network hidden={list(config.hidden)} (j_density={config.j_density}, "
+            f"w_in_density={config.w_in_density}, sparse_format={config.sparse_format!r}, "
+            f"{n_features} inputs, {n_classes} classes, {str(dtype).removeprefix('torch.')}) "
+            f"needs an estimated {_gib(peak)} ({_gib(kept)} kept after building), but only "
+            f"{_gib(room)} of {where} is available. Use smaller hidden modules, or sparse "
+            "couplings (a lower j_density / w_in_density with sparse_format auto or csr, "
+            "whose memory follows the non-zeros)"
+            + (", or float32." if dtype == torch.float64 else ".")
+        )
+    return peak
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB ({n} bytes)"
 
 
 def _sync_j_d(module: Recurrent, _keys: object) -> None:
@@ -154,10 +288,13 @@ class Network(nn.Module):
         dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
+        n_features, n_classes = operator.index(n_features), operator.index(n_classes)
         if n_features < 1 or n_classes < 2:
             raise ValueError(
                 f"need n_features >= 1 and n_classes >= 2, got {n_features} and {n_classes}"
             )
+        # Before the first allocation: a network too large fails here with the estimate.
+        check_memory(config, n_features, n_classes, dtype=dtype, device=device)
         self.config = config
         self.n_features, self.n_classes = n_features, n_classes
         c = config
@@ -167,9 +304,7 @@ class Network(nn.Module):
         gen = torch.Generator().manual_seed(seed)
 
         def storage(density: float) -> bool:
-            if c.sparse_format == "auto":
-                return density <= _AUTO_CSR_DENSITY
-            return c.sparse_format == "csr"
+            return uses_csr(c, density)
 
         fed = range(len(sizes)) if c.input_to_all else range(1)
         w_in = [
@@ -227,8 +362,6 @@ class Network(nn.Module):
         else:
             on, off = 1.0, -1.0
         self.register_buffer("label_code", torch.tensor([off, on]))
-        # Index matrix of the label codes of all classes (not saved: it is a constant).
-        self.register_buffer("class_eye", torch.eye(n_classes, dtype=torch.long), persistent=False)
         self.to(device=device, dtype=dtype)
 
     # ----- structure -------------------------------------------------------------
@@ -266,9 +399,12 @@ class Network(nn.Module):
 
     def label_field(self, y: Tensor) -> Tensor:
         """Feedback field W_back label (B, N_L) on the last module during the clamped phase."""
-        # The (N_L, C) field of every class, then one column per sample: 3 small ops.
-        table = torch.mm(self.w_back, self.label_code[self.class_eye])
-        return table.index_select(1, y).T  # batch-minor, like the input drive
+        # The code of class c is off + (on - off) e_c, so the field is
+        # off * (row sums of W_back) + (on - off) * column c: no C x C code table.
+        off, on = self.label_code[0], self.label_code[1]
+        columns = self.w_back.index_select(1, y)  # (N_L, B)
+        base = self.w_back.sum(1, keepdim=True).mul_(off)
+        return torch.addcmul(base, columns, on - off).T  # batch-minor, like the input drive
 
     def readout(self, s_last: Tensor) -> Tensor:
         """Readout field h_out = W_out s_L (B, C)."""
