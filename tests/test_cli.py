@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from darnn import cli, training
+from darnn import cli, runconfig, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -117,7 +117,7 @@ def test_train_then_eval(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     code, stdout, _ = run_main(capsys, "train", *TINY, "--out", str(out), "--seed", "3", "--quiet")
     assert code == 0
     assert stdout.startswith("test accuracy ") and str(out) in stdout
-    assert training.read_run_config(out).train.seed == 3
+    assert runconfig.read_run_config(out).train.seed == 3
     code, stdout, _ = run_main(capsys, "eval", str(out))
     assert code == 0 and stdout.startswith("test accuracy ")
     code, stdout, _ = run_main(capsys, "eval", str(out), "--split", "val", "--dataset", "digits")

@@ -14,15 +14,9 @@ import torch
 from darnn.config import to_dict
 from darnn.data import DataError
 from darnn.runs import RunError, load_checkpoint, load_model, save_model
-from darnn.training import (
-    CHECKPOINT_FILE,
-    ConfigError,
-    RunConfig,
-    coupling_symmetry,
-    load_run_config,
-    read_run_config,
-    train,
-)
+from darnn.diagnostics import coupling_symmetry
+from darnn.runconfig import ConfigError, RunConfig, load_run_config, read_run_config
+from darnn.training import CHECKPOINT_FILE, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -229,7 +223,7 @@ def test_mid_epoch_checkpoints_and_longer_resume(finished_run: Path, tmp_path: P
 
 
 def test_resume_refuses_a_changed_config(finished_run: Path) -> None:
-    with pytest.raises(ConfigError, match=r"cannot change learning\.lr_j"):
+    with pytest.raises(ConfigError, match=r"different config \(learning\.lr_j: 0\.058 -> 0\.5\)"):
         train(tiny("learning.lr_j=0.5"), finished_run, resume=True, progress=False)
 
 

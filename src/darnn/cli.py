@@ -8,7 +8,6 @@ checkpoint and exits with 130.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from collections.abc import Sequence
@@ -82,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-dir", metavar="DIR", help="also search this folder first")
     q.set_defaults(func=cmd_data_list)
 
-    from . import theory  # the theory experiments register their own subcommands
+    from .theory import cli as theory  # each experiment registers its own subcommand
 
     if hasattr(theory, "add_subcommands"):
         p = commands.add_parser("theory", help="numerical checks of the theory (SPEC §2)")
@@ -96,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import training
+    from . import runconfig, rundir, training
 
     options = {
         "train": {"device": args.device, "seed": args.seed},
@@ -108,17 +107,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.resume:
         if args.config or args.out:
-            raise training.ConfigError(
+            raise runconfig.ConfigError(
                 "--resume RUN_DIR continues that run with its own "
                 "config.yaml; do not combine it with --config or --out"
             )
         out = Path(args.resume)
-        config = training.load_run_config(
-            None, args.overrides, settings=settings, base=training.read_run_config(out)
+        config = runconfig.load_run_config(
+            None, args.overrides, settings=settings, base=runconfig.read_run_config(out)
         )
     else:
-        config = training.load_run_config(args.config, args.overrides, settings=settings)
-        out = Path(args.out) if args.out else _default_run_dir(config.data.name)
+        config = runconfig.load_run_config(args.config, args.overrides, settings=settings)
+        out = Path(args.out) if args.out else rundir.default_run_dir(config.data.name)
     summary = training.train(
         config,
         out,
@@ -146,26 +145,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_run_dir(dataset: str) -> Path:
-    """runs/YYYYmmdd-HHMMSS-DATASET, with a suffix if two runs start in the same second."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(dataset).stem)
-    base = Path("runs") / f"{stamp}-{name}"
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from . import runs, training
+    from . import runconfig, runs, training
     from .learning import evaluate
 
     run_dir = Path(args.run_dir)
-    config = training.read_run_config(run_dir)
+    config = runconfig.read_run_config(run_dir)
     device = training.resolve_device(args.device)
     net = runs.load_model(run_dir / training.MODEL_STEM, device=device)
     data = training.load_data(config.data, name=args.dataset, data_dir=args.data_dir)

@@ -12,12 +12,17 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .config import LearningConfig, NetworkConfig
-from .learning import evaluate, learning_step
+from .epoch import fit_epoch, seeded_generators, threads_for
+from .learning import evaluate
 from .network import Network
+from .threads import using_threads
 
 _NETWORK_KEYS = tuple(f.name for f in dataclasses.fields(NetworkConfig))
 _LEARNING_KEYS = tuple(f.name for f in dataclasses.fields(LearningConfig))
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Hyperparameter defaults are the config dataclasses' (one set of defaults; tested).
+_NET, _LEARNING = NetworkConfig(), LearningConfig()
+_EVAL_BATCH = 2048
 
 
 class DARNClassifier(ClassifierMixin, BaseEstimator):
@@ -33,44 +38,45 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (1000,),
-        j_d: float = 0.95,
-        j_strength: float = 1.0,
-        j_density: float = 1.0,
-        w_in_strength: float = 5.0,
-        w_in_density: float = 1.0,
-        input_to_all: bool = False,
-        inter: str = "identity",
-        lambda_forward: float = 1.0,
-        lambda_backward: float = 1.0,
-        inter_fan_in: int = 1,
-        w_out_strength: float = 1.0,
-        w_back_strength: float = 1.3,
-        label_encoding: str = "rescaled",
-        sparse_format: str = "auto",
-        schedule: str = "synchronous",
-        warmup_sweeps: int = 1,
-        clamped_sweeps: int = 5,
-        free_sweeps: int = 5,
-        eval_sweeps: int = 5,
-        margin_convention: str = "total",
-        kappa_in: float = 1.78,
-        kappa_j: float = 1.78,
-        kappa_inter: float = 1.78,
-        kappa_out: float = 7.0,
-        lr_in: float = 0.159,
-        lr_j: float = 0.058,
-        lr_inter: float = 0.0,
-        lr_out: float = 0.17,
-        decay_in: float = 0.0,
-        decay_j: float = 0.0,
-        decay_inter: float = 0.0,
-        decay_out: float = 0.0,
-        learn_inter: bool = False,
+        hidden: tuple[int, ...] = _NET.hidden,
+        j_d: float = _NET.j_d,
+        j_strength: float = _NET.j_strength,
+        j_density: float = _NET.j_density,
+        w_in_strength: float = _NET.w_in_strength,
+        w_in_density: float = _NET.w_in_density,
+        input_to_all: bool = _NET.input_to_all,
+        inter: str = _NET.inter,
+        lambda_forward: float = _NET.lambda_forward,
+        lambda_backward: float = _NET.lambda_backward,
+        inter_fan_in: int = _NET.inter_fan_in,
+        w_out_strength: float = _NET.w_out_strength,
+        w_back_strength: float = _NET.w_back_strength,
+        label_encoding: str = _NET.label_encoding,
+        sparse_format: str = _NET.sparse_format,
+        schedule: str = _LEARNING.schedule,
+        warmup_sweeps: int = _LEARNING.warmup_sweeps,
+        clamped_sweeps: int = _LEARNING.clamped_sweeps,
+        free_sweeps: int = _LEARNING.free_sweeps,
+        eval_sweeps: int = _LEARNING.eval_sweeps,
+        margin_convention: str = _LEARNING.margin_convention,
+        kappa_in: float = _LEARNING.kappa_in,
+        kappa_j: float = _LEARNING.kappa_j,
+        kappa_inter: float = _LEARNING.kappa_inter,
+        kappa_out: float = _LEARNING.kappa_out,
+        lr_in: float = _LEARNING.lr_in,
+        lr_j: float = _LEARNING.lr_j,
+        lr_inter: float = _LEARNING.lr_inter,
+        lr_out: float = _LEARNING.lr_out,
+        decay_in: float = _LEARNING.decay_in,
+        decay_j: float = _LEARNING.decay_j,
+        decay_inter: float = _LEARNING.decay_inter,
+        decay_out: float = _LEARNING.decay_out,
+        learn_inter: bool = _LEARNING.learn_inter,
         n_epochs: int = 10,
         batch_size: int = 16,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
+        n_threads: int | None = None,
         dtype: str = "float32",
     ):
         self.hidden = hidden
@@ -111,6 +117,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.random_state = random_state
         self.device = device
+        self.n_threads = n_threads
         self.dtype = dtype
 
     # ----- configuration ---------------------------------------------------------
@@ -173,9 +180,8 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"need samples of at least 2 classes to fit, got 1 class: {classes.tolist()}"
             )
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        self._generator = torch.Generator().manual_seed(seed)
+        seed = self._seed()
+        self._order_gen, self._dynamics_gen = seeded_generators(seed)
         self.classes_ = classes
         self.network_ = Network(
             net_cfg,
@@ -199,22 +205,37 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
             )
         return torch.as_tensor(idx, dtype=torch.int64, device=self.network_.device)
 
+    def _seed(self) -> int:
+        """An integer random_state is the seed itself, as ``train.seed`` is for ``darnn train``
+        (same data, config and seed: same weights through either door)."""
+        if isinstance(self.random_state, (int, np.integer)) and not isinstance(
+            self.random_state, bool
+        ):
+            return int(self.random_state)
+        rng = check_random_state(self.random_state)
+        return int(rng.randint(np.iinfo(np.int32).max))
+
     def _run_epoch(self, X: np.ndarray, y: np.ndarray) -> None:
         net = self.network_
         xt = torch.tensor(X, dtype=net.dtype, device=net.device)
         yt = self._encode(y)
-        order = torch.randperm(len(yt), generator=self._generator).to(net.device)
-        correct = unstable = 0.0
-        steps = 0
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            stats = learning_step(net, xt[idx], yt[idx], self._learning, self._generator)
-            correct += float(stats.correct)
-            unstable += float(stats.unstable)
-            steps += 1
+        order = torch.randperm(len(yt), generator=self._order_gen)
+        counters, _ = fit_epoch(
+            net,
+            xt,
+            yt,
+            self._learning,
+            self.batch_size,
+            order,
+            generator=self._dynamics_gen,
+            threads=self.n_threads,
+        )
         self.n_iter_ += 1
         self.history_.append(
-            {"train_accuracy": correct / len(yt), "unstable": unstable / max(steps, 1)}
+            {
+                "train_accuracy": counters.fraction("correct"),
+                "unstable": counters.fraction("unstable"),
+            }
         )
 
     # ----- prediction ------------------------------------------------------------
@@ -222,8 +243,10 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         """Readout fields (n, C) after the free relaxation; (n,) for two classes."""
         check_is_fitted(self, "network_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        xt = torch.as_tensor(X, dtype=self.network_.dtype)
-        scores = evaluate(self.network_, xt, None, self.learning_config())["scores"]
+        net = self.network_
+        xt = torch.as_tensor(X, dtype=net.dtype)
+        with using_threads(threads_for(net, min(len(xt), _EVAL_BATCH), self.n_threads)):
+            scores = evaluate(net, xt, None, self.learning_config(), _EVAL_BATCH)["scores"]
         out = scores.cpu().numpy()  # type: ignore[union-attr]
         return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
 

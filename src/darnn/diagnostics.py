@@ -1,0 +1,61 @@
+"""Diagnostics of a trained network: coupling symmetry and the field components at s*."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import LearningConfig
+from .learning import two_phase
+from .network import Network
+
+
+def coupling_symmetry(matrix: torch.Tensor) -> float:
+    """(|J_s| - |J_a|) / (|J_s| + |J_a|) with J_s, J_a the (anti)symmetric parts of J.
+
+    +1 for a symmetric J, -1 for an antisymmetric one, about 0 for i.i.d. entries.
+    """
+    # |J_s|^2 and |J_a|^2 are (|J|^2 +- <J, J^T>) / 2: accumulated over blocks of rows, so a
+    # large J never needs float64 copies of itself or its transpose.
+    square = cross = 0.0
+    for start in range(0, matrix.shape[0], 1024):
+        rows = matrix[start : start + 1024].double()
+        cols = matrix[:, start : start + 1024].T.double()
+        square += float((rows * rows).sum())
+        cross += float((rows * cols).sum())
+    sym, anti = math.sqrt(max(square + cross, 0) / 2), math.sqrt(max(square - cross, 0) / 2)
+    return (sym - anti) / (sym + anti) if sym + anti > 0 else 0.0
+
+
+@torch.no_grad()
+def field_components(
+    net: Network, x: torch.Tensor, y: torch.Tensor, cfg: LearningConfig
+) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor]]:
+    """Field components at the end of the free phase, per hidden module, and the states.
+
+    internal: recurrent field (J s + J_D s + inter-module); input: W_in x; label: the
+    feedback W_back label the clamped phase added to the last module.
+    """
+    # A private generator: measuring must not advance the training's random streams.
+    drives, free = two_phase(net, x, y, cfg, torch.Generator().manual_seed(0))
+    parts: list[dict[str, torch.Tensor]] = []
+    for l in range(net.recurrent.n_layers):
+        layer = {"internal": free.internal[l], "input": drives[l]}
+        if l == net.recurrent.n_layers - 1:
+            layer["label"] = net.label_field(y)
+        parts.append(layer)
+    return parts, free.states
+
+
+def field_summary(
+    parts: list[dict[str, torch.Tensor]], states: list[torch.Tensor]
+) -> list[dict[str, dict[str, float]]]:
+    """mean, std and aligned mean (mean of s_i h_i: its push towards stability) of each part."""
+    return [
+        {
+            name: {"mean": float(h.mean()), "std": float(h.std()), "aligned": float((s * h).mean())}
+            for name, h in layer.items()
+        }
+        for layer, s in zip(parts, states)
+    ]
