@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-torch.set_num_threads(2)
+from darnn.threads import choose_threads
+
+# The library's own thread policy for small work: one thread unless OMP_NUM_THREADS says
+# otherwise, so the suite does not slow down many times on a busy machine.
+torch.set_num_threads(choose_threads(0))
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import torch
 
 from darnn.config import to_dict
 from darnn.data import DataError
-from darnn.runs import RunError, load_checkpoint, load_model, save_model
 from darnn.diagnostics import coupling_symmetry
 from darnn.runconfig import ConfigError, RunConfig, load_run_config, read_run_config
+from darnn.runs import RunError, load_checkpoint, load_model, save_checkpoint, save_model
 from darnn.training import CHECKPOINT_FILE, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -296,3 +297,117 @@ def test_train_config_is_frozen_and_validated() -> None:
         config.train.epochs = 3  # type: ignore[misc]
     with pytest.raises(ConfigError, match="checkpoint_every"):
         load_run_config(None, ["train.checkpoint_every=0"])
+
+
+# ---------------------------------------------------------------- hardening
+
+
+def test_sigterm_stops_like_sigint(finished_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+
+    def kill(epoch: int, done: int) -> None:
+        if (epoch, done) == (1, 2):
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before killing
+
+    before = signal.getsignal(signal.SIGTERM)
+    summary = train(tiny(), out, progress=False, on_batch=kill)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert summary["status"] == "interrupted" and summary["position"]["batch"] == 2
+    train(tiny(), out, resume=True, progress=False)
+    assert_same_weights(load_model(out / "model"), load_model(finished_run / "model"))
+
+
+def test_resume_refuses_an_edited_config_yaml(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 3)
+    text = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(text.replace("lr_j: 0.058", "lr_j: 0.1"))
+    edited = load_run_config(None, base=read_run_config(out))
+    with pytest.raises(ConfigError, match=r"learning\.lr_j: 0\.058 -> 0\.1"):
+        train(edited, out, resume=True, progress=False)
+    # More epochs on resume stay allowed.
+    assert train(tiny("train.epochs=3"), out, resume=True, progress=False)["epochs"] == 3
+
+
+def test_resume_after_a_kill_before_the_first_checkpoint(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """A process killed during its first epoch leaves config.yaml, meta.json and maybe a
+    half-written temporary file: resuming removes the temporary and starts over exactly."""
+    out = tmp_path / "run"
+    train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 1)
+    (out / CHECKPOINT_FILE).unlink()  # as if killed before the first save
+    (out / ".checkpoint.safetensors.x1y2.tmp").write_bytes(b"partial")
+    train(tiny(), out, resume=True, progress=False)
+    assert not list(out.glob(".*.tmp"))
+    assert_same_weights(load_model(out / "model"), load_model(finished_run / "model"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epoch", -1, "epoch=-1"),
+        ("batch", 10**9, "batch=1000000000"),
+        ("batch", "3", "batch='3'"),
+        ("counters", {"seen": 1}, "counters"),
+        ("metrics", "x", "metrics"),
+    ],
+)
+def test_crafted_checkpoint_fields_are_refused(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    out = tmp_path / "run"
+    train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 3)
+    state, tensors = load_checkpoint(out / CHECKPOINT_FILE)
+    state[field] = value
+    save_checkpoint(out / CHECKPOINT_FILE, state, tensors)  # re-signed: only the content lies
+    with pytest.raises(RunError, match=re.escape(message)):
+        train(tiny(), out, resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "tensor", "message"),
+    [
+        ("position.permutation", torch.arange(5), "not a permutation"),
+        ("position.permutation", torch.zeros(1294, dtype=torch.int64), "not a permutation"),
+        ("rng.order", torch.zeros(3, dtype=torch.uint8), "generator state rng.order"),
+    ],
+)
+def test_crafted_checkpoint_tensors_are_refused(
+    tmp_path: Path, name: str, tensor: torch.Tensor, message: str
+) -> None:
+    out = tmp_path / "run"
+    train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 3)
+    state, tensors = load_checkpoint(out / CHECKPOINT_FILE)
+    tensors[name] = tensor
+    save_checkpoint(out / CHECKPOINT_FILE, state, tensors)
+    with pytest.raises(RunError, match=message):
+        train(tiny(), out, resume=True, progress=False)
+
+
+def test_unusable_out_is_refused_before_the_data_load(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (blocker / "run", Path("/proc/darnn-run")):
+        # digits would load; a missing dataset proves the directory is checked first.
+        with pytest.raises(RunError, match="Cannot create the run directory"):
+            train(tiny("data.name=npz:/nonexistent.npz"), out, progress=False)
+    assert blocker.read_text() == "x"
+
+
+def test_progress_in_a_log_file_is_one_line_per_epoch(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    train(tiny(), tmp_path / "run", progress=True)
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    assert [line.split(":")[0] for line in err.splitlines()] == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_on_epoch_can_stop_a_run(tmp_path: Path) -> None:
+    seen: list[int] = []
+    summary = train(
+        tiny(), tmp_path / "run", progress=False, on_epoch=lambda r: seen.append(r["epoch"]) or True
+    )
+    assert seen == [1] and summary["status"] == "stopped" and summary["epochs"] == 1
+    assert "model.safetensors" not in run_files(tmp_path / "run")
