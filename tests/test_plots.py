@@ -1,4 +1,5 @@
-"""Tests for darnn.plots.figure: a PNG written atomically, the figure closed either way."""
+"""Tests for darnn.plots: the figure helper (a PNG written atomically, the figure closed
+either way) and the training plots."""
 
 from __future__ import annotations
 
@@ -32,3 +33,24 @@ def test_figure_failure_writes_nothing(tmp_path: Path) -> None:
         raise RuntimeError("drawing failed")
     assert list(tmp_path.iterdir()) == []
     assert len(plt.get_fignums()) == before
+
+
+def test_training_plots(tmp_path: Path) -> None:
+    import torch
+
+    from darnn.plots import plot_field_histograms, plot_learning_curves
+
+    metrics = [
+        {
+            "epoch": e,
+            **dict.fromkeys(("train_acc", "val_acc", "test_acc"), 0.5 + 0.1 * e),
+            **dict.fromkeys(("unstable", "converged", "eval_converged"), 0.2),
+            "symmetry": [0.1, 0.0],
+        }
+        for e in range(1, 4)
+    ]
+    plot_learning_curves(tmp_path / "curves.png", metrics)
+    fields = [{"internal": torch.randn(50, 8), "external": torch.randn(50, 8)}] * 2
+    plot_field_histograms(tmp_path / "fields.png", fields)
+    for name in ("curves.png", "fields.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
