@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
 import types
 import typing
 from dataclasses import dataclass
@@ -21,34 +23,125 @@ LABEL_ENCODINGS = ("pm1", "rescaled")
 SPARSE_FORMATS = ("auto", "dense", "csr")
 MARGIN_CONVENTIONS = ("total", "offdiag")
 
+# Largest hidden module: sparse column indices are int32, and no machine holds more.
+MAX_UNITS = 2**31 - 1
+# Longest repr an error message echoes (a YAML alias bomb can expand to megabytes).
+SHOWN_CHARS = 200
+
 C = TypeVar("C")
 
 
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters.
+
+    Long values end in "... (N chars)", so a message never echoes megabytes. A huge nested
+    container (a YAML alias bomb) is never rendered in full: its repr is built piece by
+    piece and abandoned once past the limit, and its length counted up to 10^6.
+    """
+    text = _bounded_repr(value, limit + 1, set())
+    if len(text) <= limit:
+        return text
+    total = _repr_length(value, _COUNT_CAP, set())
+    size = f"{total} chars" if total <= _COUNT_CAP else f"over {_COUNT_CAP} chars"
+    return f"{text[:limit]}... ({size})"
+
+
+_COUNT_CAP = 10**6
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _bounded_repr(value: object, limit: int, active: set[int]) -> str:
+    """repr(value), or a prefix of it at least ``limit`` long, without building all of it."""
+    if not isinstance(value, _CONTAINERS) or len(value) == 0:
+        return repr(value)
+    if id(value) in active:  # a self-referencing structure, as repr writes it
+        return "[...]" if isinstance(value, list) else "{...}"
+    active.add(id(value))
+    if isinstance(value, dict):
+        items = (
+            f"{_bounded_repr(k, limit, active)}: {_bounded_repr(v, limit, active)}"
+            for k, v in value.items()
+        )
+        open_, close = "{", "}"
+    else:
+        items = (_bounded_repr(v, limit, active) for v in value)
+        open_, close = {list: ("[", "]"), tuple: ("(", ")")}.get(type(value), ("{", "}"))
+    parts, length = [], 1
+    for item in items:
+        parts.append(item)
+        length += len(item) + 2
+        if length > limit:
+            break
+    else:
+        open_ += ", ".join(parts) + ("," if isinstance(value, tuple) and len(value) == 1 else "")
+        parts = []
+    active.discard(id(value))
+    return open_ + ", ".join(parts) if parts else open_ + close
+
+
+def _repr_length(value: object, cap: int, active: set[int]) -> int:
+    """len(repr(value)) without building it; stops counting once past ``cap``."""
+    if not isinstance(value, _CONTAINERS) or len(value) == 0:
+        return len(repr(value))
+    if id(value) in active:
+        return 5
+    active.add(id(value))
+    total = 2 + 2 * (len(value) - 1) + int(isinstance(value, tuple) and len(value) == 1)
+    members = value.items() if isinstance(value, dict) else ((v,) for v in value)
+    for member in members:
+        total += sum(_repr_length(v, cap, active) for v in member)
+        total += 2 * (len(member) - 1)  # ": " between a key and its value
+        if total > cap:
+            break
+    active.discard(id(value))
+    return total
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; accepted values: {', '.join(choices)}")
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{name}={shown(value)} is not valid; accepted values: {', '.join(choices)}"
+        )
+
+
+def _is_real(value: object) -> bool:
+    # numbers.Real covers numpy floats and integers; bool is excluded by the callers' rules.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
+    ok = _is_real(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number {bound}")
+        raise ValueError(f"{name}={shown(value)} is not valid; it must be a finite number {bound}")
 
 
 def check_density(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0 < value <= 1):
-        raise ValueError(f"{name}={value!r} is not valid; a density must lie in (0, 1]")
+    if not (_is_real(value) and 0 < value <= 1):
+        raise ValueError(f"{name}={shown(value)} is not valid; a density must lie in (0, 1]")
 
 
 def check_finite(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value)):
-        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number")
+    if not (_is_real(value) and math.isfinite(value)):
+        raise ValueError(f"{name}={shown(value)} is not valid; it must be a finite number")
 
 
 def check_count(name: str, value: int, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={shown(value)} is not valid; it must be an integer >= {minimum}")
+
+
+def _plain_numbers(config: object) -> None:
+    """Store numpy scalars of a frozen config as Python int / float, so every door (API,
+    estimator, YAML) gives equal configs that serialise to YAML and JSON."""
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, field.name)
+        if type(value) in (bool, int, float) or isinstance(value, bool):
+            continue
+        if isinstance(value, numbers.Integral):
+            object.__setattr__(config, field.name, operator.index(value))
+        elif isinstance(value, numbers.Real):  # numpy floats, even float64 (a float subclass)
+            object.__setattr__(config, field.name, float(value))
 
 
 @dataclass(frozen=True)
@@ -75,17 +168,21 @@ class NetworkConfig:
     sparse_format: str = "auto"  # masked couplings stored dense, as CSR, or CSR when density <= 0.2
 
     def __post_init__(self) -> None:
+        _plain_numbers(self)
         hidden = self.hidden
         if (
-            isinstance(hidden, int)
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in hidden)
+            not isinstance(hidden, (tuple, list))
             or len(hidden) == 0
+            or not all(
+                isinstance(n, numbers.Integral) and not isinstance(n, bool) and 1 <= n <= MAX_UNITS
+                for n in hidden
+            )
         ):
             raise ValueError(
-                f"hidden={hidden!r} is not valid; give one positive integer size per hidden "
-                "module, e.g. (1600,) or (800, 800)"
+                f"hidden={shown(hidden)} is not valid; give one positive integer size (at most "
+                f"{MAX_UNITS}) per hidden module, e.g. (1600,) or (800, 800)"
             )
-        object.__setattr__(self, "hidden", tuple(hidden))
+        object.__setattr__(self, "hidden", tuple(operator.index(n) for n in hidden))
         check_finite("j_d", self.j_d)
         for name in ("j_strength", "w_in_strength", "w_out_strength", "w_back_strength"):
             check_positive(name, getattr(self, name), allow_zero=True)
@@ -138,6 +235,7 @@ class LearningConfig:
     learn_inter: bool = False  # inter-module forward couplings are fixed unless asked
 
     def __post_init__(self) -> None:
+        _plain_numbers(self)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("margin_convention", self.margin_convention, MARGIN_CONVENTIONS)
         check_count("warmup_sweeps", self.warmup_sweeps, minimum=0)
@@ -149,8 +247,8 @@ class LearningConfig:
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("decay_in", "decay_j", "decay_inter", "decay_out"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"{name}={value!r} is not valid; a decay must lie in [0, 1)")
+            if not (_is_real(value) and 0 <= value < 1):
+                raise ValueError(f"{name}={shown(value)} is not valid; a decay must lie in [0, 1)")
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -182,16 +280,21 @@ def from_dict(cls: type[C], values: dict[str, Any], *, section: str = "") -> C:
     for key, value in values.items():
         if key not in known:
             raise ValueError(
-                f"unknown config key '{prefix}{key}'; valid keys in this section: "
-                f"{', '.join(sorted(known))}"
+                f"unknown config key '{prefix}{_key_text(key)}'; "
+                f"valid keys in this section: {', '.join(sorted(known))}"
             )
         if not _type_ok(value, hints[key]):
             raise TypeError(
-                f"config key '{prefix}{key}' has value {value!r} of type "
+                f"config key '{prefix}{key}' has value {shown(value)} of type "
                 f"{type(value).__name__}; expected {_type_name(hints[key])}"
             )
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**converted)
+
+
+def _key_text(key: object) -> str:
+    """A mapping key as the message shows it: a short string as is, anything else cut."""
+    return key if isinstance(key, str) and len(key) <= 80 else shown(key, 80)
 
 
 def _type_name(annotation: Any) -> str:
@@ -210,7 +313,9 @@ __all__ = [
     "INTER_KINDS",
     "LABEL_ENCODINGS",
     "MARGIN_CONVENTIONS",
+    "MAX_UNITS",
     "SCHEDULES",
+    "SHOWN_CHARS",
     "SPARSE_FORMATS",
     "LearningConfig",
     "NetworkConfig",
@@ -220,5 +325,6 @@ __all__ = [
     "check_finite",
     "check_positive",
     "from_dict",
+    "shown",
     "to_dict",
 ]

@@ -429,3 +429,22 @@ def convert(coupling: Coupling, fmt: str) -> Coupling:
             coupling.to_dense(), None if full else support, zero_diagonal=square_no_diag
         )
     raise ValueError(f"format={fmt!r} is not valid; accepted values: dense, csr")
+
+
+def coupling_rows(coupling: Coupling) -> tuple[Tensor, Tensor, Tensor]:
+    """(crow, col, values) of the entries a coupling stores, row by row (CSR arrays).
+
+    Read-only, for algorithms that visit a matrix row by row or column by column (the
+    asynchronous dynamics): a CSR coupling hands over its own arrays, so memory stays
+    proportional to the non-zeros; a dense one lists its support, a one-to-one its diagonal.
+    """
+    if isinstance(coupling, SparseCoupling):
+        return coupling.crow, coupling.col, coupling.values.detach()
+    if isinstance(coupling, IdentityCoupling):
+        n = coupling.n_out
+        diag = torch.arange(n, device=coupling.weight.device)
+        return torch.arange(n + 1, device=diag.device), diag, coupling.weight.detach()
+    rows, cols = coupling.support().nonzero(as_tuple=True)
+    counts = torch.bincount(rows, minlength=coupling.n_out)
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return crow, cols, coupling.to_dense()[rows, cols]

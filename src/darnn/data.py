@@ -39,6 +39,9 @@ _IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+# Labels of a user's data must be integers in [0, MAX_CLASSES): the readout has one unit per
+# label value, so a label of 10^9 would otherwise mean a 10^9-class network.
+MAX_CLASSES = 10_000
 _TEST_FRACTION = 0.2  # hold-out used when a dataset ships no test split
 _TEST_SPLIT_SEED = 0  # fixed, so the test set never depends on the user's seed
 

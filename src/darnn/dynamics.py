@@ -4,22 +4,32 @@
 (input drive, label field, or anything a theory experiment wants). A sample whose state
 is a fixed point (s_i h_i > 0 for every unit) would be left unchanged by any further
 sweep, so "a fixed number of sweeps" and "until a fixed point, with a cap" are the same
-call. The synchronous schedule stops when every sample has settled, and in large batches
-stops updating settled samples once they are the majority (see `_relax_chunk`).
+call: every schedule stops when every sample has settled.
+
+A schedule is one function, a `Sweep` (see `make_sweep`): one sweep of every unit, in
+place, given the states, the external fields and the total fields at the states. One
+driver, `relax`, does the rest for all of them: the start, the fixed-point check before
+every sweep, the sweep counts, the trace, dropping settled samples from the working set
+and running a large CPU batch chunk by chunk (`chunk_size` decides). The field itself is
+computed in one place, `Recurrent.layer_total_field_`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .config import SCHEDULES
-from .couplings import SparseCoupling, batch_minor
+from .couplings import Coupling, SparseCoupling, batch_minor, coupling_rows
 from .network import Recurrent
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 # On the CPU a large batch is relaxed in chunks of this many samples: with CSR couplings
 # the (N, chunk) states and fields of a chunk then stay in cache between the sweeps (2x
@@ -29,13 +39,28 @@ _RELAX_CHUNK = 128
 _DENSE_CHUNK = 4096
 # Settled samples are dropped from the working set (a gather of the rest) once less than
 # this fraction of it is still active. A CSR product costs about as much per sample as the
-# gather, so it waits for half; a dense product costs ~N times more, so it never waits,
-# but keeps a multiple of _DENSE_ALIGN samples (BLAS slows down ~1.5x on rows of odd
-# length; the batch is the contiguous dimension). Below _COMPACT_MIN samples a product's
-# cost hardly depends on the batch: never compact.
+# gather, so it waits until half of the set has settled; a dense product costs ~N times
+# more, so it drops them as soon as one has settled (fraction 1.0), but keeps a multiple of
+# _DENSE_ALIGN samples (BLAS slows down ~1.5x on rows of odd length; the batch is the
+# contiguous dimension). Below _COMPACT_MIN samples a product's cost hardly depends on the
+# batch: never compact.
 _COMPACT_SPARSE = 0.5
+_COMPACT_DENSE = 1.0
 _DENSE_ALIGN = 16
 _COMPACT_MIN = 32
+# The asynchronous schedule adds a column of the chain's matrix to the fields at every
+# flip. Columns are kept dense when at least this fraction of the entries exist: a dense
+# row is 2-4x faster to add than a CSR one and then costs at most 4x the stored entries.
+_ASYNC_DENSE_FRACTION = 0.25
+
+Sweep = Callable[[list[Tensor], Sequence[Tensor], list[Tensor], "Tensor | None"], None]
+"""One sweep of a schedule: ``sweep(states, external, fields, active)``.
+
+Updates every unit of every module once, in place. On entry `fields` are the total fields
+(external + internal) at `states`; on exit they are the total fields at the new states.
+`active` is None or a (B,) bool tensor marking the samples that are not yet at a fixed
+point; a sweep may leave the others alone (a fixed point never moves under any schedule).
+"""
 
 
 def spin_sign(h: Tensor, out: Tensor | None = None) -> Tensor:
@@ -80,6 +105,169 @@ def is_fixed_point(
     return _unstable_counts(states, fields, kappa) == 0
 
 
+# ----------------------------------------------------------------------------- schedules
+def make_sweep(net: Recurrent, schedule: str, generator: torch.Generator | None = None) -> Sweep:
+    """The `Sweep` of a schedule on `net`.
+
+    "synchronous": every unit of every module from the old state (one product per module).
+    "sequential": modules one after the other, each synchronously from the state the
+        modules below it have just reached.
+    "asynchronous": one unit at a time, in an independent random order per sample and
+        sweep drawn from `generator` (default: seed 0); the loop over units runs on the CPU.
+    """
+    _check_schedule(schedule)
+    if schedule == "asynchronous":
+        return _AsynchronousSweep(net, generator)
+
+    def synchronous(
+        s: list[Tensor], ext: Sequence[Tensor], h: list[Tensor], active: Tensor | None
+    ) -> None:
+        for sl, hl in zip(s, h):
+            spin_sign(hl, out=sl)
+        net.total_fields_(s, ext, h)
+
+    def sequential(
+        s: list[Tensor], ext: Sequence[Tensor], h: list[Tensor], active: Tensor | None
+    ) -> None:
+        for l in range(net.n_layers):
+            if l > 0:  # the modules below have moved: this module's field is out of date
+                net.layer_total_field_(l, s, ext[l], h[l])
+            spin_sign(h[l], out=s[l])
+        net.total_fields_(s, ext, h)
+
+    # With one module the two are the same computation.
+    return synchronous if schedule == "synchronous" or net.n_layers == 1 else sequential
+
+
+class _AsynchronousSweep:
+    """One unit at a time. The loop over units belongs to the algorithm; it runs in NumPy
+    (about 1 us per step) on the active samples and keeps their fields up to date by adding
+    the flipped unit's column of the chain's matrix K (J_D on its diagonal). The columns
+    come from the couplings' own rows (`coupling_rows`), so their memory follows the
+    non-zeros; they are densified only when at least a quarter of K exists. Each sweep ends
+    with fresh fields from the couplings, so the column additions never accumulate rounding.
+    """
+
+    def __init__(self, net: Recurrent, generator: torch.Generator | None):
+        self.net = net
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.columns = _chain_columns(net)
+
+    def __call__(
+        self, s: list[Tensor], ext: Sequence[Tensor], h: list[Tensor], active: Tensor | None
+    ) -> None:
+        dev, dtype = s[0].device, s[0].dtype
+        rows = (
+            torch.arange(s[0].shape[0], device=dev)
+            if active is None
+            else active.nonzero().squeeze(1)
+        )
+        if rows.numel() == 0:
+            return
+        state = _gather_cpu64(s, rows)
+        field = _gather_cpu64(h, rows)
+        n_act, n = state.shape
+        order = torch.rand(n_act, n, generator=self.generator).argsort(dim=1).numpy()
+        add_column = self._dense_add if isinstance(self.columns, np.ndarray) else self._csr_add
+        sample = np.arange(n_act)
+        for step in range(n):
+            unit = order[:, step]
+            new = np.where(field[sample, unit] >= 0, 1.0, -1.0)
+            delta = new - state[sample, unit]
+            moved = np.flatnonzero(delta)
+            if moved.size:
+                state[moved, unit[moved]] = new[moved]
+                add_column(field, moved, unit[moved], delta[moved])
+        new_states = torch.from_numpy(state).to(dev, dtype).split(list(self.net.sizes), dim=1)
+        for sl, new_l in zip(s, new_states):
+            sl.index_copy_(0, rows, new_l)
+        self.net.total_fields_(s, ext, h)
+
+    def _dense_add(
+        self, field: np.ndarray, moved: np.ndarray, unit: np.ndarray, d: np.ndarray
+    ) -> None:
+        """field[moved[k]] += d[k] * column unit[k] of K, for every k."""
+        field[moved] += d[:, None] * self.columns[unit]
+
+    def _csr_add(
+        self, field: np.ndarray, moved: np.ndarray, unit: np.ndarray, d: np.ndarray
+    ) -> None:
+        """`_dense_add` with CSR columns: only the stored entries are touched."""
+        cols = self.columns
+        assert not isinstance(cols, np.ndarray)
+        start = cols.indptr[unit]
+        length = cols.indptr[unit + 1] - start
+        end = np.cumsum(length)
+        if end[-1] == 0:
+            return
+        # Entries start[k] .. start[k] + length[k] of every moved sample k, flattened.
+        at = np.repeat(start - (end - length), length) + np.arange(end[-1])
+        flat = np.repeat(moved * field.shape[1], length) + cols.indices[at]
+        field.reshape(-1)[flat] += cols.data[at] * np.repeat(d, length)  # no index twice
+
+
+def _gather_cpu64(xs: list[Tensor], rows: Tensor) -> np.ndarray:
+    """Rows `rows` of the modules' (B, N_l) tensors side by side, as a float64 (B', sum N_l)
+    C-contiguous NumPy array that the caller may overwrite."""
+    parts = [x.index_select(0, rows).to("cpu", torch.float64) for x in xs]
+    return torch.cat(parts, dim=1).numpy()
+
+
+def _chain_columns(net: Recurrent) -> np.ndarray | scipy.sparse.csr_matrix:
+    """The chain's matrix K (h_int = s K^T, J_D on the diagonal) transposed, in float64:
+    row j holds the effect of unit j on every unit."""
+    # Imported here: importing scipy.sparse adds a warning filter (no side effects at import).
+    import scipy.sparse
+    sizes = net.sizes
+    total = sum(sizes)
+    couplings = [*net.J, *net.forward_couplings, *net.backward_couplings]
+    nnz = total + sum(c.nnz for c in couplings)
+    if nnz >= _ASYNC_DENSE_FRACTION * total * total:
+        K = net.dense_matrix().to("cpu", torch.float64).numpy()
+        return np.ascontiguousarray(K.T)
+
+    def block(c: Coupling) -> scipy.sparse.csr_matrix:
+        crow, col, values = (t.to("cpu").numpy() for t in coupling_rows(c))
+        return scipy.sparse.csr_matrix(
+            (values.astype(np.float64), col, crow), shape=(c.n_out, c.n_in)
+        )
+
+    grid: list[list[scipy.sparse.csr_matrix | None]] = [[None] * len(sizes) for _ in sizes]
+    for l in range(len(sizes)):
+        grid[l][l] = block(net.J[l])
+        if l > 0:
+            grid[l][l - 1] = block(net.forward_couplings[l - 1])
+        if l < len(sizes) - 1:
+            grid[l][l + 1] = block(net.backward_couplings[l])
+    K = scipy.sparse.bmat(grid, format="csr")
+    if net.j_d_value:
+        K = K + scipy.sparse.identity(total, format="csr") * net.j_d_value
+    return K.T.tocsr()
+
+
+# ----------------------------------------------------------------------------- the driver
+def _sparse(net: Recurrent) -> bool:
+    return all(isinstance(j, SparseCoupling) for j in net.J)
+
+
+def chunk_size(
+    net: Recurrent, schedule: str = "synchronous", device: torch.device | str = "cpu"
+) -> int | None:
+    """Samples per chunk when a batch is relaxed (or evaluated) piece by piece, or None
+    for the whole batch at once. The one place that decides it (`relax`, `evaluate`):
+
+    * only on the CPU, where a chunk's states and fields then stay in cache between the
+      sweeps; an accelerator wants the whole batch;
+    * never for the asynchronous schedule: its random unit orders are drawn for the whole
+      batch at once, so chunks would change the result;
+    * 128 samples with CSR couplings, 4096 with dense ones (see the constants).
+    """
+    dev = device if isinstance(device, torch.device) else torch.device(device)
+    if dev.type != "cpu" or schedule == "asynchronous":
+        return None
+    return _RELAX_CHUNK if _sparse(net) else _DENSE_CHUNK
+
+
 def relax(
     net: Recurrent,
     external: Sequence[Tensor],
@@ -96,66 +284,31 @@ def relax(
     external: one (B, N_l) tensor per module, constant during the call.
     internal: the internal fields at `states` if the caller already has them (they are
         then not recomputed: consecutive phases share them).
-    schedule: "synchronous" (every module from the old state), "sequential" (modules one
-        after the other, each synchronously) or "asynchronous" (one unit at a time in an
-        independent random order per sample and sweep; runs on the CPU).
+    schedule: "synchronous", "sequential" or "asynchronous" (see `make_sweep`).
+    None of the given tensors is modified.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(
-            f"schedule={schedule!r} is not valid; accepted values: {', '.join(SCHEDULES)}"
-        )
+    _check_schedule(schedule)
     if max_sweeps < 0:
         raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")
-    if len(external) != net.n_layers:
-        raise ValueError(
-            f"external needs one field per module ({net.n_layers}), got {len(external)}"
-        )
+    _check_shapes(net, external, states, internal)
+    sweep = make_sweep(net, schedule, generator)
     batch = external[0].shape[0]
-    for l, (e, n) in enumerate(zip(external, net.sizes)):
-        if e.shape != (batch, n):
-            raise ValueError(f"external[{l}] must have shape ({batch}, {n}), got {tuple(e.shape)}")
-    if schedule == "synchronous" or (schedule == "sequential" and net.n_layers == 1):
-        return _relax_synchronous(net, external, states, internal, max_sweeps, trace)
-    s = [e.new_zeros(e.shape) for e in external] if states is None else [t.clone() for t in states]
-    if schedule == "asynchronous":
-        return _relax_async(net, external, s, max_sweeps, generator, trace)
-    return _relax_sequential(net, external, s, max_sweeps, trace)
-
-
-def _sparse(net: Recurrent) -> bool:
-    return all(isinstance(j, SparseCoupling) for j in net.J)
-
-
-def chunk_size(net: Recurrent) -> int:
-    """Samples per chunk when a large CPU batch is relaxed (or evaluated) chunk by chunk."""
-    return _RELAX_CHUNK if _sparse(net) else _DENSE_CHUNK
-
-
-def _relax_synchronous(
-    net: Recurrent,
-    ext: Sequence[Tensor],
-    states: Sequence[Tensor] | None,
-    internal: Sequence[Tensor] | None,
-    max_sweeps: int,
-    trace: bool,
-) -> Relaxation:
-    """Samples are independent: on the CPU a large batch runs chunk by chunk, so that a
-    chunk's states and fields stay in cache during its sweeps."""
-    batch, chunk = ext[0].shape[0], chunk_size(net)
-    if trace or batch <= chunk or ext[0].device.type != "cpu":
-        return _relax_chunk(net, ext, states, internal, max_sweeps, trace)
+    chunk = None if trace else chunk_size(net, schedule, external[0].device)
+    if chunk is None or batch <= chunk:
+        return _relax_batch(net, sweep, external, states, internal, max_sweeps, trace)
 
     def full() -> list[Tensor]:  # batch-minor results, filled chunk by chunk
-        return [ext[0].new_empty(n, batch).T for n in net.sizes]
+        return [external[0].new_empty(n, batch).T for n in net.sizes]
 
     s, h_int, h = full(), full(), full()
-    converged = torch.empty(batch, dtype=torch.bool, device=ext[0].device)
-    sweeps = torch.empty(batch, dtype=torch.int64, device=ext[0].device)
+    converged = torch.empty(batch, dtype=torch.bool, device=external[0].device)
+    sweeps = torch.empty(batch, dtype=torch.int64, device=external[0].device)
     for a in range(0, batch, chunk):
         rows = slice(a, a + chunk)
-        r = _relax_chunk(
+        r = _relax_batch(
             net,
-            [e[rows] for e in ext],
+            sweep,
+            [e[rows] for e in external],
             None if states is None else [t[rows] for t in states],
             None if internal is None else [t[rows] for t in internal],
             max_sweeps,
@@ -167,79 +320,103 @@ def _relax_synchronous(
     return Relaxation(s, h_int, h, converged, sweeps)
 
 
-def _copy_bm(t: Tensor) -> Tensor:
-    """A batch-minor copy the dynamics may overwrite."""
-    return t.T.contiguous().T
+def _check_schedule(schedule: str) -> None:
+    if schedule not in SCHEDULES:
+        raise ValueError(
+            f"schedule={schedule!r} is not valid; accepted values: {', '.join(SCHEDULES)}"
+        )
 
 
-def _relax_chunk(
+def _check_shapes(
     net: Recurrent,
+    external: Sequence[Tensor],
+    states: Sequence[Tensor] | None,
+    internal: Sequence[Tensor] | None,
+) -> None:
+    batch = external[0].shape[0] if len(external) else 0
+    for name, given in (("external", external), ("states", states), ("internal", internal)):
+        if given is None:
+            continue
+        if len(given) != net.n_layers:
+            raise ValueError(
+                f"{name} needs one tensor per module ({net.n_layers}), got {len(given)}"
+            )
+        for l, (t, n) in enumerate(zip(given, net.sizes)):
+            if t.shape != (batch, n):
+                raise ValueError(
+                    f"{name}[{l}] must have shape ({batch}, {n}), got {tuple(t.shape)}"
+                )
+
+
+def _copy_bm(t: Tensor) -> Tensor:
+    """A batch-minor copy the dynamics may overwrite (always a copy: never the caller's)."""
+    return t.T.clone(memory_format=torch.contiguous_format).T
+
+
+def _relax_batch(
+    net: Recurrent,
+    sweep: Sweep,
     ext: Sequence[Tensor],
     states: Sequence[Tensor] | None,
     internal: Sequence[Tensor] | None,
     max_sweeps: int,
     trace: bool,
 ) -> Relaxation:
-    """Synchronous sweeps on one batch held in the batch-minor layout (see couplings.py).
+    """Sweeps of one batch held in the batch-minor layout (see couplings.py).
 
     A fixed point is left unchanged by a sweep, so sweeping the whole batch until every
     sample has settled gives the same states as stopping each sample on its own. Settled
-    samples are only dropped (written out, "compacted") once they are the majority of a
-    large working set; each sweep then costs one product per module on the active ones.
-    A sweep allocates nothing: it updates s and the total field h in place; the internal
-    field is recovered once, at the end, as h - external.
+    samples are dropped from the working set ("compacted") when that pays: with CSR
+    couplings once half of a large working set has settled, with dense ones as soon as
+    one has (see the constants). A synchronous sweep allocates nothing: it updates s and
+    the total field h in place; the internal field is recovered once, at the end, as
+    h - external.
     """
     ext = full_ext = [batch_minor(e) for e in ext]
     batch, dev = ext[0].shape[0], ext[0].device
     history: list[list[Tensor]] | None = [] if trace else None
+    s = [torch.zeros_like(e) for e in ext] if states is None else [_copy_bm(t) for t in states]
     h_int: list[Tensor] | None = None  # the given internal fields, until a sweep runs
-    first = 0
-    if states is None and internal is None and max_sweeps > 0:
-        # From s = 0 every unit is unstable (s_i h_i = 0): the first sweep needs no check.
-        s = [spin_sign(e) for e in ext]
+    if internal is not None:
+        h_int = list(internal)
+        h = [batch_minor(torch.add(e, i)) for e, i in zip(ext, internal)]
+    elif states is None:
+        h = [e.clone() for e in ext]  # the internal field of s = 0 is exactly 0
+    else:
         h = [torch.empty_like(e) for e in ext]
         net.total_fields_(s, ext, h)
-        sweeps = torch.ones(batch, dtype=torch.int64, device=dev)
-        first = 1
-        if history is not None:
-            history.append([x.clone() for x in s])
-    else:
-        if states is None:
-            s = [torch.zeros_like(e) for e in ext]
-            h_int = [torch.zeros_like(e) for e in ext] if internal is None else list(internal)
-        else:
-            s = [_copy_bm(t) for t in states]
-            h_int = net.internal_fields(s) if internal is None else list(internal)
-        h = [torch.add(e, i) for e, i in zip(ext, h_int)]
-        sweeps = torch.zeros(batch, dtype=torch.int64, device=dev)
+    # From s = 0 every unit is unstable (s_i h_i = 0): the first sweep needs no check.
+    unchecked = states is None and internal is None and max_sweeps > 0
+    sweeps = (torch.ones if unchecked else torch.zeros)(batch, dtype=torch.int64, device=dev)
     scratch = [torch.empty_like(x) for x in s]
     idx: Tensor | None = None  # original rows of the working set, once compacted
     done: list[Tensor] | None = None  # full-size results, once compacted
     settled = False
-    compact_below, align = (_COMPACT_SPARSE, 1) if _sparse(net) else (1.0, _DENSE_ALIGN)
+    compact_below, align = (_COMPACT_SPARSE, 1) if _sparse(net) else (_COMPACT_DENSE, _DENSE_ALIGN)
     # While a CUDA graph is being captured nothing may sync: then every sweep runs on the
     # whole batch, which leaves the same states (a fixed point stays put).
     sync = not _capturing(dev)
-    for _ in range(first, max_sweeps):
-        active = _unstable_counts(s, h, scratch=scratch) > 0
-        n_active = int(active.sum()) if sync else -1  # the one host sync per sweep
-        if n_active == 0:
-            settled = True
-            break
-        sweeps += active
-        size = active.shape[0]
-        if sync and not trace and size >= _COMPACT_MIN and n_active < compact_below * size:
-            done = _write_rows(done, idx, [*s, *h, sweeps.view(-1, 1)])
-            keep = active.nonzero().squeeze(1)
-            pad = (-keep.numel()) % align  # filled with settled samples: they never change
-            if pad:
-                keep = torch.cat([keep, (~active).nonzero().squeeze(1)[:pad]]).sort().values
-            idx = keep if idx is None else idx[keep]
-            s, h, ext, scratch = (_take(xs, keep) for xs in (s, h, ext, scratch))
-            sweeps = sweeps[keep]
-        for sl, hl in zip(s, h):
-            spin_sign(hl, out=sl)
-        net.total_fields_(s, ext, h)
+    for t in range(max_sweeps):
+        if t == 0 and unchecked:
+            active = None
+        else:
+            active = _unstable_counts(s, h, scratch=scratch) > 0
+            n_active = int(active.sum()) if sync else -1  # the one host sync per sweep
+            if n_active == 0:
+                settled = True
+                break
+            sweeps += active
+            size = active.shape[0]
+            if sync and not trace and size >= _COMPACT_MIN and n_active < compact_below * size:
+                done = _write_rows(done, idx, [*s, *h, sweeps.view(-1, 1)])
+                keep = active.nonzero().squeeze(1)
+                pad = (-keep.numel()) % align  # filled with settled samples: they never change
+                if pad:
+                    keep = torch.cat([keep, (~active).nonzero().squeeze(1)[:pad]]).sort().values
+                idx = keep if idx is None else idx[keep]
+                s, h, ext, scratch = (_take(xs, keep) for xs in (s, h, ext, scratch))
+                sweeps, active = sweeps[keep], active[keep]
+        sweep(s, ext, h, active)
         h_int = None
         if history is not None:
             history.append([x.clone() for x in s])
@@ -276,96 +453,3 @@ def _take(xs: list[Tensor], keep: Tensor) -> list[Tensor]:
     """Rows `keep` of batch-minor tensors: a gather of columns of their (N, B) storage,
     so the result is batch-minor again."""
     return [x.T.index_select(1, keep).T for x in xs]
-
-
-def _relax_sequential(
-    net: Recurrent, ext: Sequence[Tensor], s: list[Tensor], max_sweeps: int, trace: bool
-) -> Relaxation:
-    batch = ext[0].shape[0]
-    dev = ext[0].device
-    sweeps = torch.full((batch,), max_sweeps, dtype=torch.int64, device=dev)
-    active = torch.arange(batch, device=dev)
-    history: list[list[Tensor]] | None = [] if trace else None
-    for t in range(max_sweeps):
-        sub = [x[active] for x in s]
-        unchanged = torch.ones(active.numel(), dtype=torch.bool, device=dev)
-        stable = torch.ones_like(unchanged)
-        for l in range(net.n_layers):
-            hl = ext[l][active] + net.layer_field(l, sub)
-            stable &= (sub[l] * hl > 0).all(dim=1)
-            new = spin_sign(hl)
-            unchanged &= (new == sub[l]).all(dim=1)
-            sub[l] = new
-        for l in range(net.n_layers):
-            s[l][active] = sub[l]
-        # No unit moved during the sweep, so every field was evaluated at the final state.
-        fixed = unchanged & stable
-        sweeps[active[fixed]] = t
-        active = active[~fixed]
-        if history is not None:
-            history.append([x.clone() for x in s])
-        if active.numel() == 0:
-            if history is not None:
-                history.extend([[x.clone() for x in s]] * (max_sweeps - t - 1))
-            break
-    h_int = net.internal_fields(s)
-    h = [e + i for e, i in zip(ext, h_int)]
-    return Relaxation(s, h_int, h, is_fixed_point(s, h), sweeps, history)
-
-
-def _relax_async(
-    net: Recurrent,
-    ext: Sequence[Tensor],
-    s: list[Tensor],
-    max_sweeps: int,
-    generator: torch.Generator | None,
-    trace: bool,
-) -> Relaxation:
-    """One unit at a time. The loop over units belongs to the algorithm; it runs in NumPy
-    (about 1 us per step) and keeps the fields up to date with a rank-1 update per flip."""
-    batch, sizes = ext[0].shape[0], net.sizes
-    dev, dtype = ext[0].device, ext[0].dtype
-    K = net.dense_matrix().to("cpu", torch.float64).numpy()
-    KT = np.ascontiguousarray(K.T)  # row j: effect of unit j on every unit
-    e = torch.cat([x.to("cpu", torch.float64) for x in ext], dim=1).numpy()
-    state = torch.cat([x.to("cpu", torch.float64) for x in s], dim=1).numpy().copy()
-    n = state.shape[1]
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    sweeps = np.full(batch, max_sweeps, dtype=np.int64)
-    active = np.arange(batch)
-    history: list[list[Tensor]] | None = [] if trace else None
-
-    def split(arr: np.ndarray) -> list[Tensor]:
-        t = torch.from_numpy(arr.copy()).to(dev, dtype)
-        return list(t.split(list(sizes), dim=1))
-
-    for t in range(max_sweeps):
-        # Fresh fields each sweep, so rank-1 updates never accumulate rounding.
-        h = e[active] + state[active] @ KT
-        st = state[active]
-        stable = (st * h > 0).all(axis=1)
-        sweeps[active[stable]] = t
-        active, h, st = active[~stable], h[~stable], st[~stable]
-        if active.size == 0:
-            if history is not None:
-                history.extend([split(state)] * (max_sweeps - t))
-            break
-        order = torch.rand(active.size, n, generator=gen).argsort(dim=1).numpy()
-        rows = np.arange(active.size)
-        for step in range(n):
-            idx = order[:, step]
-            new = np.where(h[rows, idx] >= 0, 1.0, -1.0)
-            delta = new - st[rows, idx]
-            moved = np.flatnonzero(delta)
-            if moved.size:
-                st[moved, idx[moved]] = new[moved]
-                h[moved] += delta[moved, None] * KT[idx[moved]]
-        state[active] = st
-        if history is not None:
-            history.append(split(state))
-    h_all = e + state @ KT
-    s_out = split(state)
-    fields = split(h_all)
-    h_int = [f - x for f, x in zip(fields, ext)]
-    converged = is_fixed_point(s_out, fields)
-    return Relaxation(s_out, h_int, fields, converged, torch.from_numpy(sweeps).to(dev), history)

@@ -26,9 +26,14 @@ class StepStats:
 
     batch_size: int
     correct: Tensor  # free-phase readout argmax == label (count)
-    unstable: Tensor  # hidden units with s_i h_i <= kappa_j after the free phase (fraction)
+    # Fraction of the last module's units that J's rule updates: s*_i h_i <= kappa_j (plus
+    # J_D under the "offdiag" convention), h the free field at the end of the free phase.
+    unstable: Tensor
     converged: Tensor  # samples whose free phase ended at a fixed point (count)
     free_sweeps: Tensor  # sweeps the free phase ran, summed over samples
+    # (3, B) int64: sweeps each sample ran in the warm-up, clamped and free phases; a
+    # phase's row maximum is the number of sweeps (J products) the batch ran in it.
+    phase_sweeps: Tensor | None = None
 
 
 def local_rule(
@@ -110,6 +115,18 @@ def two_phase(
 ) -> tuple[list[Tensor], Relaxation]:
     """Warm-up, clamped and free phases from s = 0. Returns the input drives and the free
     phase's outcome (its fields are the free fields at s*, label excluded)."""
+    drives, phases = _phases(net, x, y, cfg, generator)
+    return drives, phases[-1]
+
+
+def _phases(
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    cfg: LearningConfig,
+    generator: torch.Generator | None,
+) -> tuple[list[Tensor], tuple[Relaxation, Relaxation, Relaxation]]:
+    """`two_phase` with the outcome of all three phases: warm-up, clamped, free."""
     rec = net.recurrent
     drives = net.input_drives(x)
     kw = {"schedule": cfg.schedule, "generator": generator}
@@ -121,7 +138,7 @@ def two_phase(
     free = relax(
         rec, drives, clamped.states, internal=clamped.internal, max_sweeps=cfg.free_sweeps, **kw
     )
-    return drives, free
+    return drives, (warm, clamped, free)
 
 
 def learning_step(
@@ -133,7 +150,8 @@ def learning_step(
 ) -> StepStats:
     """One training batch: two phases, then the local rule (weights change in place)."""
     x = batch_minor(x)  # one copy here saves one in the input product and one in its update
-    _, free = two_phase(net, x, y, cfg, generator)
+    _, phases = _phases(net, x, y, cfg, generator)
+    free = phases[-1]
     h_out = net.readout(free.states[-1])  # before W_out changes
     correct = (h_out.argmax(dim=1) == y).sum()
     unstable = _local_rule(net, x, y, free.states, free.fields, cfg, h_out)
@@ -143,6 +161,7 @@ def learning_step(
         unstable=unstable.mean(),
         converged=free.converged.sum(),
         free_sweeps=free.sweeps.sum(),
+        phase_sweeps=torch.stack([p.sweeps for p in phases]),
     )
 
 
@@ -174,14 +193,13 @@ def evaluate(
 ) -> dict[str, float | Tensor]:
     """Scores for a whole data set in batches; accuracy and dynamics diagnostics if y is given."""
     scores, sweeps, converged = [], 0, 0
-    # On the CPU each batch goes through input product, dynamics and readout in small
-    # chunks that stay in cache; only scores and counts are kept, never (B, N) fields.
-    # (Not for the asynchronous schedule, whose random unit orders depend on the batch.)
-    chunked = net.device.type == "cpu" and cfg.schedule != "asynchronous"
-    chunk = chunk_size(net.recurrent)
+    # Where the dynamics run in chunks (`chunk_size` decides), each batch goes through
+    # input product, dynamics and readout chunk by chunk, so the chunk stays in cache; only
+    # scores and counts are kept, never (B, N) fields.
+    chunk = chunk_size(net.recurrent, cfg.schedule, net.device)
     for start in range(0, X.shape[0], batch_size):
         xb = X[start : start + batch_size].to(net.device, net.dtype)
-        for xc in xb.split(chunk) if chunked else (xb,):
+        for xc in (xb,) if chunk is None else xb.split(chunk):
             s, out = predict_scores(net, xc, cfg)
             scores.append(s)
             sweeps += int(out.sweeps.sum())

@@ -230,16 +230,29 @@ class Recurrent(nn.Module):
     def n_layers(self) -> int:
         return len(self.sizes)
 
-    def layer_field(self, l: int, states: Sequence[Tensor]) -> Tensor:
-        """Internal field of module l at `states` (new tensor)."""
+    def layer_total_field_(
+        self, l: int, states: Sequence[Tensor], external: Tensor | None, out: Tensor
+    ) -> Tensor:
+        """out <- external + internal field of module l at `states`, in place; returns out.
+
+        The one place the field is computed (every schedule and `internal_fields` use it):
+        J_D s and the external field in one pass, then every product accumulates into out.
+        """
         s = states[l]
-        h = torch.mul(s, self.j_d_value)  # J_D s in the layout of s, then J s added in place
-        self.J[l].add_field_(s, h)
+        if external is None:
+            torch.mul(s, self.j_d_value, out=out)
+        else:
+            torch.add(external, s, alpha=self.j_d_value, out=out)
+        self.J[l].add_field_(s, out)
         if l > 0:
-            self.forward_couplings[l - 1].add_field_(states[l - 1], h)
+            self.forward_couplings[l - 1].add_field_(states[l - 1], out)
         if l < self.n_layers - 1:
-            self.backward_couplings[l].add_field_(states[l + 1], h)
-        return h
+            self.backward_couplings[l].add_field_(states[l + 1], out)
+        return out
+
+    def layer_field(self, l: int, states: Sequence[Tensor]) -> Tensor:
+        """Internal field of module l at `states` (new tensor, in the layout of states[l])."""
+        return self.layer_total_field_(l, states, None, torch.empty_like(states[l]))
 
     def internal_fields(self, states: Sequence[Tensor]) -> list[Tensor]:
         return [self.layer_field(l, states) for l in range(self.n_layers)]
@@ -247,15 +260,9 @@ class Recurrent(nn.Module):
     def total_fields_(
         self, states: Sequence[Tensor], external: Sequence[Tensor], out: Sequence[Tensor]
     ) -> None:
-        """out <- external + internal fields at `states`, in place: the dynamics' inner loop
-        (J_D s and the external field in one pass, then every product accumulates)."""
-        for l, (s, e, h) in enumerate(zip(states, external, out)):
-            torch.add(e, s, alpha=self.j_d_value, out=h)
-            self.J[l].add_field_(s, h)
-            if l > 0:
-                self.forward_couplings[l - 1].add_field_(states[l - 1], h)
-            if l < self.n_layers - 1:
-                self.backward_couplings[l].add_field_(states[l + 1], h)
+        """out <- external + internal fields at `states`, in place: the dynamics' inner loop."""
+        for l, (e, h) in enumerate(zip(external, out)):
+            self.layer_total_field_(l, states, e, h)
 
     def dense_matrix(self) -> Tensor:
         """The whole chain as one (sum N_l)^2 matrix K, diagonal J_D: h_int = s K^T."""

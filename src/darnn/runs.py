@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,20 +23,20 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .config import NetworkConfig, from_dict, to_dict
-from .couplings import DenseCoupling, IdentityCoupling, SparseCoupling
-from .data import sha256_file
+from .config import NetworkConfig, from_dict, shown, to_dict
+from .couplings import DenseCoupling, IdentityCoupling, SparseCoupling, check_csr_indices
+from .data import MAX_CLASSES, sha256_file
 from .network import Network
 
 MODEL_FORMAT = "darnn-model"
 CHECKPOINT_FORMAT = "darnn-checkpoint"
 FORMAT_VERSION = 1
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-# mkstemp creates 0600 files; run files get the permissions the umask gives a new file.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+# Largest input dimension a model file may declare (2^24: 4096 x 4096 images); anything
+# larger in a model.json is taken for corruption rather than allocated.
+MAX_FEATURES = 1 << 24
+# Seeds torch.Generator.manual_seed accepts.
+_SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 class RunError(Exception):
@@ -46,11 +46,26 @@ class RunError(Exception):
 # ---------------------------------------------------------------- atomic files
 
 
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new file ``.NAME.XXXXXXXX.tmp`` next to ``path``, opened for writing.
+
+    Created with mode 0o666 so the process umask applies as to any new file (mkstemp's 0o600
+    would need the umask, which can only be read by changing it).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name next to {path}")
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` through ``write(stream)`` into a temporary file, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as stream:
             write(stream)
             stream.flush()
@@ -167,44 +182,134 @@ def read_model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
+def _model_fields(info: dict[str, Any], manifest: Path) -> tuple[NetworkConfig, int, int, int]:
+    """(config, n_features, n_classes, seed) of a model.json, each checked before use.
+
+    Sizes are bounded before anything is allocated: a corrupt or hand-edited file must give
+    an error naming the field, not a 400 GB allocation.
+    """
+
+    def bad(field: str, value: Any, rule: str) -> RunError:
+        return RunError(
+            f"Model description {manifest}: field {field} = {shown(value)} is not valid; it "
+            f"must be {rule}. The file is corrupt or was edited; use the model.json written "
+            "with the weights."
+        )
+
+    for field in ("network", "n_features", "n_classes", "seed", "dtype", "sha256"):
+        if field not in info:
+            raise RunError(f"Model description {manifest} has no field {field}; it is incomplete.")
+    n_features, n_classes, seed = info["n_features"], info["n_classes"], info["seed"]
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not integer(n_features) or not 1 <= n_features <= MAX_FEATURES:
+        raise bad("n_features", n_features, f"an integer in [1, {MAX_FEATURES}]")
+    if not integer(n_classes) or not 2 <= n_classes <= MAX_CLASSES:
+        raise bad("n_classes", n_classes, f"an integer in [2, {MAX_CLASSES}]")
+    if not integer(seed) or not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
+        raise bad("seed", seed, "an integer seed (-2^63 <= seed < 2^64)")
+    if info["dtype"] not in DTYPES:
+        raise bad("dtype", info["dtype"], f"one of {', '.join(DTYPES)}")
+    sha = info["sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise bad("sha256", sha, "64 lowercase hexadecimal digits")
+    if not isinstance(info["network"], dict):
+        raise bad("network", info["network"], "a mapping of network settings")
+    try:
+        config = from_dict(NetworkConfig, info["network"], section="network")
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"Model description {manifest}: {exc}") from exc
+    return config, n_features, n_classes, seed
+
+
 def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Network:
     """Rebuild the Network described by ``model.json`` and load ``model.safetensors``.
 
-    The file's SHA-256, its header, and every tensor name and shape are checked; any
-    mismatch is a RunError naming the file.
+    Every field of the description is checked (sizes bounded) before anything is allocated;
+    then the file's SHA-256, its header, and every tensor name, dtype, shape and sparse
+    index. Any problem is a RunError naming the file.
     """
     stem = Path(path).with_suffix("")
     weights, manifest = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     info = read_model_info(stem)
-    try:
-        config = from_dict(NetworkConfig, info["network"], section="network")
-        dtype = DTYPES[info["dtype"]]
-        n_features, n_classes, seed = int(info["n_features"]), int(info["n_classes"]), info["seed"]
-        expected_sha = str(info["sha256"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"Model description {manifest} is incomplete or invalid ({exc}).") from exc
+    config, n_features, n_classes, seed = _model_fields(info, manifest)
+    dtype = DTYPES[info["dtype"]]
     if not weights.is_file():
         raise RunError(f"Model weights {weights} are missing (described by {manifest}).")
-    if sha256_file(weights) != expected_sha:
+    if sha256_file(weights) != info["sha256"]:
         raise RunError(
             f"Model weights {weights} do not match the SHA-256 recorded in "
             f"{manifest}: the file is corrupt or was modified after training."
         )
     tensors, _ = _read_safetensors(weights, "Model weights")
-    net = Network(config, n_features, n_classes, seed=seed, dtype=dtype)
+    try:
+        net = Network(config, n_features, n_classes, seed=seed, dtype=dtype)
+    except ValueError as exc:  # NetworkTooLargeError: the sizes in the description
+        raise RunError(f"Model description {manifest}: {exc}") from exc
     check_tensors(net, tensors, weights)
     net.load_state_dict(tensors)
     return net.to(device)
 
 
 def check_tensors(net: Network, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != found:
-        diff = sorted(set(expected.items()) ^ set(found.items()))
+    """Check that ``tensors`` (from ``path``) can be loaded into ``net``; a RunError if not.
+
+    Names, dtypes and shapes must be those of ``net.state_dict()``; weights must be finite
+    and masks 0/1. Every CSR index tensor is validated (``check_csr_indices``) before a
+    sparse matrix is ever built from it; a sparse coupling whose support differs from the
+    one ``net`` drew (a different number of non-zeros, e.g. a model saved by a darnn that
+    sampled supports differently) is resized to the file's support, which is then loaded.
+    """
+    expected = net.state_dict()
+    names, found = set(expected), set(tensors)
+    if names != found:
+        diff = sorted(names ^ found)
         raise RunError(
-            f"{path} does not hold the tensors of the described network "
-            f"(differing names/shapes: {diff[:6]})."
+            f"{path} does not hold the tensors of the described network (names present in "
+            f"only one of the two: {diff[:6]}{' ...' if len(diff) > 6 else ''})."
+        )
+    for name, module in net.named_modules():
+        if isinstance(module, SparseCoupling):
+            _adopt_support(module, name, tensors, path)
+    expected = net.state_dict()
+    for name, want in expected.items():
+        got = tensors[name]
+        # Sparse indices may be int32 or int64 (validated above; the copy converts exactly).
+        index = name.endswith((".crow", ".col")) and not got.is_floating_point()
+        if (got.dtype != want.dtype and not index) or got.shape != want.shape:
+            raise RunError(
+                f"{path}: tensor {name} has dtype {got.dtype} and shape {tuple(got.shape)}; "
+                f"the described network needs {want.dtype} and {tuple(want.shape)}."
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise RunError(f"{path}: tensor {name} holds NaN or infinite values.")
+        if name.endswith(".mask") and not bool(((got == 0) | (got == 1)).all()):
+            raise RunError(f"{path}: mask {name} holds values other than 0 and 1.")
+
+
+def _adopt_support(
+    module: SparseCoupling, name: str, tensors: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Validate the CSR arrays stored for ``module``; resize it to their support."""
+    crow, col, values = (tensors[f"{name}.{leaf}"] for leaf in ("crow", "col", "values"))
+    if values.ndim != 1:
+        raise RunError(f"{path}: tensor {name}.values must be 1-D, got {tuple(values.shape)}.")
+    problem = check_csr_indices(crow, col, (module.n_out, module.n_in), nnz=len(values))
+    if problem is not None:
+        raise RunError(
+            f"{path}: the sparse matrix {name} has invalid indices ({problem}); the file is "
+            "corrupt or was edited by hand, so it was not loaded."
+        )
+    if len(col) != len(module.col):
+        # The file's support: buffers and parameter of its length, which load_state_dict
+        # then fills (indices stored as SparseCoupling stores them: int32 below 2^31).
+        index = torch.int32 if len(col) < 2**31 else torch.int64
+        module.crow = module.crow.new_empty(len(crow), dtype=index)
+        module.col = module.col.new_empty(len(col), dtype=index)
+        module.values = torch.nn.Parameter(
+            module.values.new_empty(len(values)), requires_grad=False
         )
 
 
