@@ -8,6 +8,7 @@ checkpoint and exits with 130.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -88,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         theory.add_subcommands(
             p.add_subparsers(dest="theory_command", required=True, metavar="EXPERIMENT")
         )
+
+    from . import sweep  # registers its options; Optuna is imported only when a sweep runs
+
+    p = commands.add_parser("sweep", help="hyperparameter sweeps on Optuna (+ summary)")
+    sweep.add_subcommands(p)
     return parser
 
 
@@ -95,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import runconfig, rundir, training
+    from . import distributed, runconfig, rundir, training
 
     options = {
         "train": {"device": args.device, "seed": args.seed},
@@ -125,6 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         command=["darnn", *args.argv],
     )
+    if distributed.launched_world_size() > 1 and os.environ.get("RANK", "0") != "0":
+        return EXIT_INTERRUPTED if summary["status"] == "interrupted" else 0  # rank 0 reports
     if summary["status"] == "interrupted":
         pos = summary["position"]
         print(

@@ -78,13 +78,15 @@ def fit_epoch(
     start_batch: int = 0,
     counters: EpochCounters | None = None,
     threads: int | None = None,
+    step: Callable[..., StepStats] = learning_step,
     after_batch: Callable[[int, EpochCounters], bool] | None = None,
 ) -> tuple[EpochCounters, int]:
     """Batches ``start_batch``, ``start_batch + 1``, ... of the epoch whose sample order is
     ``order`` (a permutation of the rows of X), one `learning_step` each.
 
     after_batch(batches_done, counters) is called after every batch; returning True stops
-    the epoch there. Returns the counters and the number of batches done.
+    the epoch there. ``step`` is `learning_step` or its data-parallel form
+    (darnn.distributed). Returns the counters and the number of batches done.
     """
     counters = EpochCounters() if counters is None else counters
     n_batches = -(-len(order) // batch_size)
@@ -94,7 +96,7 @@ def fit_epoch(
         for b in range(start_batch, n_batches):
             tick = time.perf_counter()
             idx = order[b * batch_size : (b + 1) * batch_size]
-            counters.add(learning_step(net, X[idx], y[idx], cfg, generator=generator))
+            counters.add(step(net, X[idx], y[idx], cfg, generator=generator))
             counters.train_time += time.perf_counter() - tick  # the callback's time excluded
             done = b + 1
             if after_batch is not None and after_batch(done, counters):

@@ -31,6 +31,7 @@ RESUMABLE_KEYS = (
     "train.epochs",
     "train.device",
     "train.threads",
+    "train.dist_timeout",
     "train.eval_batch_size",
     "train.checkpoint_every",
     "data.data_dir",
@@ -94,6 +95,7 @@ class TrainConfig:
     checkpoint_every: int | str = "epoch"  # "epoch", or also every N batches within an epoch
     probe_size: int = 256  # fixed training samples on which field statistics are measured
     threads: int | None = None  # CPU threads (None: OMP_NUM_THREADS, else by work size)
+    dist_timeout: float = 300.0  # seconds a torchrun rank waits for the others, then fails
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -116,6 +118,8 @@ class TrainConfig:
             raise ValueError(
                 f"dtype={self.dtype!r} is not valid; accepted values: {', '.join(DTYPES)}"
             )
+        if not (isinstance(self.dist_timeout, (int, float)) and self.dist_timeout > 0):
+            raise ValueError(f"dist_timeout={self.dist_timeout!r} is not valid; give seconds > 0")
         every = self.checkpoint_every
         if every != "epoch" and not (isinstance(every, int) and every >= 1):
             raise ValueError(
@@ -258,7 +262,6 @@ def load_run_config(
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
-
 
 
 def read_run_config(run_dir: str | os.PathLike[str]) -> RunConfig:

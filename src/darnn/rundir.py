@@ -36,14 +36,16 @@ def default_run_dir(kind: str, root: str | os.PathLike[str] = "runs") -> Path:
     return Path(root) / f"{stamp}-{name}-{os.getpid()}"
 
 
-def claim(out: Path) -> bool:
+def claim(out: Path, *, resumable: bool = True) -> bool:
     """Claim ``out`` for a new run; returns True if this call created the directory.
 
     Refuses (RunError) a path that exists and is not an empty directory, a path that cannot
     be created (a file in the way, a read-only parent, /proc, ...) and a directory another
-    run claimed first.
+    run claimed first. ``resumable``: the refusal suggests ``darnn train --resume``.
     """
-    resume_hint = f"choose another --out, or continue that run with: darnn train --resume {out}"
+    resume_hint = "choose another --out" + (
+        f", or continue that run with: darnn train --resume {out}" if resumable else ""
+    )
     if out.exists() and not out.is_dir():
         raise RunError(f"Run directory {out} exists and is not a directory; {resume_hint}.")
     try:

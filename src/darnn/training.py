@@ -17,19 +17,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import rundir
+from . import distributed, rundir
 from .config import to_dict
 from .data import DataError, Dataset, load_dataset
 from .diagnostics import coupling_symmetry, field_components, field_summary
 from .epoch import EpochCounters, fit_epoch, seeded_generators, threads_for
-from .learning import evaluate
+from .learning import learning_step
 from .network import Network
+from .plots import plot_field_histograms, plot_learning_curves
 from .runconfig import (
     RESUMABLE_KEYS,
     ConfigError,
@@ -43,8 +45,6 @@ from .runs import (
     RunError,
     check_tensors,
     load_checkpoint,
-    plot_field_histograms,
-    plot_learning_curves,
     save_checkpoint,
     save_model,
 )
@@ -73,22 +73,34 @@ def train(
     on_epoch(record): called with each epoch's metrics once they are saved; True ends the
         run there (status "stopped": a sweep's pruner uses it).
     The summary's "status" is "completed", "stopped" or "interrupted" (a checkpoint then
-    holds the exact position).
+    holds the exact position). Under torchrun every rank calls this; rank 0 alone writes.
     """
     out = Path(out_dir)
     dc, nc, lc, tc = config.data, config.network, config.learning, config.train
     device, dtype = resolve_device(tc.device), DTYPES[tc.dtype]
+    ranks = distributed.start(device, tc.dist_timeout)  # None unless launched by torchrun
+    main = ranks is None or ranks.main
 
-    # Everything a user can get wrong about the directory is checked before the data load.
-    checkpoint, created = None, None
-    if resume:
-        checkpoint = read_resume_point(out, config)
-        rundir.record_resume(out, command)
-    else:
+    # Everything a user can get wrong about the directory is checked before the data load
+    # (by rank 0, which alone writes; the others receive its checkpoint or its error).
+    def prepare() -> tuple[Any, bool | None]:
+        if resume:
+            checkpoint = read_resume_point(out, config)
+            rundir.record_resume(out, command)
+            return checkpoint, None
         created = rundir.claim(out)
-    try:
-        if created is not None:
+        try:
             rundir.write_run_info(out, config.to_dict(), seed=tc.seed, command=command)
+        except BaseException:
+            rundir.discard(out, created)
+            raise
+        return None, created
+
+    created = None
+    try:
+        if ranks is not None:
+            device = check_distributed(ranks, config, device)
+        checkpoint, created = distributed.from_main(ranks, prepare)
         data = load_data(dc)
         fingerprint = data_fingerprint(data)
         X = torch.from_numpy(data.X_train).to(device, dtype)
@@ -126,6 +138,8 @@ def train(
 
         def save_position(epoch: int, batch: int, wall_time: float) -> None:
             """Checkpoint: weights, random streams, position in the epoch, metrics so far."""
+            if not main:
+                return
             tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
             tensors["rng.order"] = order_gen.get_state()
             tensors["rng.dynamics"] = dynamics_gen.get_state()
@@ -145,12 +159,15 @@ def train(
             }
             save_checkpoint(out / CHECKPOINT_FILE, state, tensors)
 
+        step = learning_step if ranks is None else partial(distributed.learning_step, ranks)
         started = time.perf_counter()
         with StopSignals() as stop:
             for epoch in range(start_epoch, tc.epochs):
                 if perm is None:
                     perm = torch.randperm(n_train, generator=order_gen)
-                bar = progress_bar(progress, epoch, tc.epochs, n_train, batch * tc.batch_size)
+                bar = progress_bar(
+                    progress and main, epoch, tc.epochs, n_train, batch * tc.batch_size
+                )
 
                 def after_batch(
                     done: int, counters: EpochCounters, epoch: int = epoch, bar: Any = bar
@@ -160,6 +177,7 @@ def train(
                         bar.set_postfix(acc=f"{counters.fraction('correct'):.4f}", refresh=False)
                     if on_batch is not None and on_batch(epoch, done):
                         stop.requested = True
+                    stop.requested = distributed.any_rank(ranks, stop.requested)
                     if stop.requested or (every and done % every == 0 and done < n_batches):
                         save_position(epoch, done, wall_offset + time.perf_counter() - started)
                     return stop.requested
@@ -175,6 +193,7 @@ def train(
                     start_batch=batch,
                     counters=counters,
                     threads=tc.threads,
+                    step=step,
                     after_batch=after_batch,
                 )
                 bar.close()
@@ -184,7 +203,9 @@ def train(
                 # End of epoch: evaluate (test is reported, never used to choose anything).
                 with using_threads(threads_for(net, tc.eval_batch_size, tc.threads)):
                     results = {
-                        name: evaluate(net, Xs, ys, lc, tc.eval_batch_size)
+                        name: distributed.evaluate_sharded(
+                            ranks, net, Xs, ys, lc, tc.eval_batch_size
+                        )
                         for name, (Xs, ys) in splits.items()
                         if len(Xs)
                     }
@@ -209,28 +230,48 @@ def train(
                 metrics.append(record)
                 perm, batch, counters = None, 0, EpochCounters()
                 save_position(epoch + 1, 0, record["wall_time"])
-                write_metrics(out / METRICS_FILE, metrics)
-                if progress:
-                    log_epoch(record, tc.epochs)
-                if stop.requested:
+                if main:
+                    write_metrics(out / METRICS_FILE, metrics)
+                    if progress:
+                        log_epoch(record, tc.epochs)
+                if distributed.any_rank(ranks, stop.requested):
                     return interrupted(out, epoch + 1, 0, n_batches)
-                if on_epoch is not None and on_epoch(record) and epoch + 1 < tc.epochs:
+                wants_stop = on_epoch is not None and bool(on_epoch(record))
+                if distributed.any_rank(ranks, wants_stop) and epoch + 1 < tc.epochs:
                     return summarize(out, metrics, status="stopped")
 
-        save_model(
-            net,
-            out / MODEL_STEM,
-            seed=tc.seed,
-            extra={"learning": to_dict(lc), "data": to_dict(dc)},
-        )
-        plot_learning_curves(out / CURVES_FILE, metrics)
-        plot_field_histograms(out / FIELDS_FILE, field_components(net, *probe, lc)[0])
+        if main:
+            save_model(
+                net,
+                out / MODEL_STEM,
+                seed=tc.seed,
+                extra={"learning": to_dict(lc), "data": to_dict(dc)},
+            )
+            plot_learning_curves(out / CURVES_FILE, metrics)
+            plot_field_histograms(out / FIELDS_FILE, field_components(net, *probe, lc)[0])
     except BaseException:
         # A new run that fails before its first checkpoint leaves nothing behind.
-        if created is not None and not (out / CHECKPOINT_FILE).exists():
+        if main and created is not None and not (out / CHECKPOINT_FILE).exists():
             rundir.discard(out, created)
         raise
+    finally:
+        distributed.stop(ranks)
     return summarize(out, metrics, status="completed")
+
+
+def check_distributed(
+    ranks: distributed.Ranks, config: RunConfig, device: torch.device
+) -> torch.device:
+    """What a data-parallel run needs; its device (one GPU per local rank)."""
+    if config.learning.schedule == "asynchronous":
+        raise ConfigError(
+            "learning.schedule='asynchronous' cannot run data-parallel: its random unit "
+            "orders depend on how the batch is split. Use synchronous or sequential, or "
+            "run one process."
+        )
+    if device.type == "cuda":
+        return torch.device("cuda", ranks.local_rank)
+    return device
 
 
 # ---------------------------------------------------------------- data and devices
@@ -407,8 +448,10 @@ def read_resume_point(
             "change; undo the change or start a new run."
         )
     epoch, batch = state.get("epoch"), state.get("batch")
-    if isinstance(epoch, int) and isinstance(batch, int) and (
-        epoch > config.train.epochs or (epoch == config.train.epochs and batch > 0)
+    if (
+        isinstance(epoch, int)
+        and isinstance(batch, int)
+        and (epoch > config.train.epochs or (epoch == config.train.epochs and batch > 0))
     ):
         raise ConfigError(
             f"the checkpoint of {out} is already at epoch {epoch}, past "

@@ -123,7 +123,7 @@ def _settings(args: argparse.Namespace, experiment: Callable[..., Any]) -> dict[
 def _new_run(args: argparse.Namespace, name: str, settings: dict[str, Any]) -> Iterator[Path]:
     """Claim the run directory and record the settings; undo both if the block fails."""
     out = Path(args.out) if args.out else rundir.default_run_dir(f"theory-{name}")
-    created = rundir.claim(out)
+    created = rundir.claim(out, resumable=False)
     try:
         argv = getattr(args, "argv", None)  # set by darnn.cli.main
         rundir.write_run_info(
