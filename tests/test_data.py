@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import struct
 import time
+import tracemalloc
 import urllib.error
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +224,15 @@ def test_npz_without_test_arrays(tmp_path: Path) -> None:
         ({"X": np.array([[0.0], [np.nan]]), "y": np.zeros(2)}, "NaN or infinite .*row 1"),
         ({"X": np.zeros((2, 1)), "y": np.array([0, -1])}, "integer class labels"),
         ({"X": np.zeros((2, 1)), "y": np.array([0, 0.5])}, "integer class labels"),
+        ({"X": np.zeros((2, 1)), "y": np.array([0, 10**9])}, r"label 1000000000.*\[0, 10000\)"),
+        ({"X": np.zeros((2, 1)), "y": np.array([0.0, 1e300])}, r"label 1e\+300"),
+        ({"X": np.zeros((2, 1)), "y": np.array([0.0, np.inf])}, "non-integer"),
+        ({"X": np.zeros((2, 1)), "y": np.array(["a", "b"])}, "integer class labels"),
+        ({"X": np.zeros((3, 1)), "y": np.array([4, 4, 4])}, r"single class \(\[4\]\)"),
+        (
+            {"X": np.zeros((2, 1)), "y": [0, 1], "X_test": np.zeros((1, 1)), "y_test": [-3]},
+            "y_test holds the label -3",
+        ),
         (
             {
                 "X": np.zeros((2, 2)),
@@ -274,6 +286,52 @@ def test_truncated_gzip(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="truncated or corrupt gzip") as info:
         load_dataset("mnist", data_dir=tmp_path)
     assert str(path) in str(info.value)
+
+
+def gzip_of_zeros(header: bytes, n_zeros: int) -> bytes:
+    """``header`` followed by ``n_zeros`` zero bytes, gzipped without holding them in memory."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: gzip container
+    parts, block = [packer.compress(header)], bytes(1 << 20)
+    for start in range(0, n_zeros, len(block)):
+        parts.append(packer.compress(block[: min(len(block), n_zeros - start)]))
+    return b"".join([*parts, packer.flush()])
+
+
+def test_gzip_bomb_is_refused_without_decompressing_it(tmp_path: Path) -> None:
+    # The header declares 60 images of 4x4 (960 bytes); the data expands to 200 MB.
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip_of_zeros(b"\0\0\x08\x03" + struct.pack(">3I", 60, 4, 4), 200 << 20))
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"declares shape \(60, 4, 4\).*holds more bytes"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # a few blocks, never the 200 MB
+
+
+def test_declared_size_beyond_what_gzip_can_hold(tmp_path: Path) -> None:
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\0\0\x08\x03" + struct.pack(">3I", 2**31, 2**31, 2**31)))
+    with pytest.raises(DataError, match="more than a gzip file of"):
+        read_idx(path)
+
+
+def test_corrupt_gzip_data_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "a.gz"
+    write_idx(path, np.arange(240).reshape(60, 4) % 7)
+    blob = bytearray(path.read_bytes())
+    blob[-6] ^= 0xFF  # inside the CRC / length trailer
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="truncated or corrupt gzip"):
+        read_idx(path)
+
+
+def test_read_idx_array_is_read_only(tmp_path: Path) -> None:
+    write_idx(tmp_path / "a.gz", np.ones((3, 2), dtype=np.uint8))
+    assert not read_idx(tmp_path / "a.gz").flags.writeable
 
 
 @pytest.mark.parametrize(

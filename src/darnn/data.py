@@ -14,10 +14,12 @@ import gzip
 import hashlib
 import http.client
 import importlib.util
+import math
 import os
 import shutil
 import struct
 import tempfile
+import typing
 import urllib.request
 import zipfile
 import zlib
@@ -270,35 +272,77 @@ def _download(name: str, data_dir: str | os.PathLike[str] | None) -> Path:
 # ---------------------------------------------------------------- IDX files
 
 
+# Deflate never expands data more than ~1032-fold, so a gzip file of n bytes cannot hold an IDX
+# file larger than this many times n: a header declaring more is corrupt or hostile.
+_MAX_DEFLATE_RATIO = 1032
+_READ_BLOCK = 1 << 24  # decompress in 16 MiB blocks: memory follows the data, not a claim
+
+
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an unsigned-byte IDX file, gzipped or not, as a read-only uint8 array."""
+    """Read an unsigned-byte IDX file, gzipped or not, as a read-only uint8 array.
+
+    The header is read first; then at most the size it declares plus one byte is read (or
+    decompressed), so a gzip "bomb" that expands far beyond its header costs no more memory
+    or time than the file it claims to be.
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b" or path.suffix == ".gz"
+            on_disk = os.fstat(raw.fileno()).st_size
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as stream:
+            return _read_idx_stream(path, stream, gzipped, on_disk)
+    except DataError:
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip data ({exc}).") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc}).") from exc
-    if data[:2] == b"\x1f\x8b" or path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: truncated or corrupt gzip data ({exc}).") from exc
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+
+
+def _read_idx_stream(
+    path: Path, stream: typing.BinaryIO, gzipped: bool, on_disk: int
+) -> np.ndarray:
+    """The array of an IDX stream positioned at its start (see read_idx)."""
+    head = stream.read(4)
+    if len(head) < 4 or head[:3] != b"\x00\x00\x08":
         raise DataError(
-            f"{path}: bad IDX magic number {data[:4].hex() or '(empty file)'}; an unsigned-byte "
+            f"{path}: bad IDX magic number {head.hex() or '(empty file)'}; an unsigned-byte "
             "IDX file starts with 0000080N (N = number of dimensions)."
         )
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
+    ndim = head[3]
+    dims = stream.read(4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
         raise DataError(f"{path}: IDX header declares {ndim} dimensions but is incomplete.")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(shape, dtype=np.int64))
-    if len(data) != expected:
+    shape = struct.unpack(f">{ndim}I", dims)
+    size = math.prod(shape)
+    header = 4 + 4 * ndim
+    if gzipped and size > _MAX_DEFLATE_RATIO * on_disk:
         raise DataError(
-            f"{path}: the header declares shape {shape} ({expected} bytes with the header) but "
-            f"the file holds {len(data)} bytes; it is truncated or not an IDX file."
+            f"{path}: the header declares shape {shape} ({size} bytes of data), more than a "
+            f"gzip file of {on_disk} bytes can hold; the file is corrupt or not an IDX file."
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    if not gzipped and header + size != on_disk:
+        raise DataError(
+            f"{path}: the header declares shape {shape} ({header + size} bytes with the "
+            f"header) but the file holds {on_disk} bytes; it is truncated or not an IDX file."
+        )
+    data = bytearray()
+    while len(data) <= size:  # one byte past the declared size shows the file is longer
+        block = stream.read(min(_READ_BLOCK, size + 1 - len(data)))
+        if not block:
+            break
+        data += block
+    if len(data) != size:
+        found = "more" if len(data) > size else f"only {len(data)}"
+        raise DataError(
+            f"{path}: the header declares shape {shape} ({size} bytes of data) but the "
+            f"{'decompressed ' if gzipped else ''}file holds {found} bytes after its header; "
+            "it is truncated, corrupt or not an IDX file."
+        )
+    array = np.frombuffer(data, dtype=np.uint8).reshape(shape)
+    array.flags.writeable = False
+    return array
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
@@ -377,11 +421,24 @@ def _npz_split(
         raise DataError(
             f"{path}: {y_key} must have shape ({len(X)},) to match {x_key}, got {y.shape}."
         )
+    # Labels index the readout units directly: integers in [0, MAX_CLASSES), checked before
+    # any cast (a float 1e300 or 2^70 must not wrap around to a valid-looking int64).
     integral = y.dtype.kind in "biu" or (
-        y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all()
+        y.dtype.kind == "f" and bool(np.isfinite(y).all()) and bool((y == np.round(y)).all())
     )
-    if not integral or (y < 0).any():
-        raise DataError(f"{path}: {y_key} must hold integer class labels 0..C-1.")
+    if not integral:
+        raise DataError(
+            f"{path}: {y_key} must hold integer class labels 0..C-1, got dtype {y.dtype}"
+            f"{' with non-integer values' if y.dtype.kind == 'f' else ''}; map your classes "
+            "to 0, 1, 2, ... first."
+        )
+    if len(y) and (y.min() < 0 or y.max() >= MAX_CLASSES):
+        bad = y.min() if y.min() < 0 else y.max()
+        raise DataError(
+            f"{path}: {y_key} holds the label {bad}, but labels must be integer class labels "
+            f"in [0, {MAX_CLASSES}) (one readout unit per label value); map your classes to "
+            "0, 1, 2, ... first."
+        )
     return X, y.astype(np.int64)
 
 
@@ -411,6 +468,12 @@ def _load_npz(path: Path) -> _Raw:
     X_test = y_test = None
     if "X_test" in arrays:
         X_test, y_test = _npz_split(path, arrays, "X_test", "y_test", X.shape[1])
+    present = np.unique(y)
+    if len(present) < 2:
+        raise DataError(
+            f"{path}: y holds a single class ({present.tolist()}); a classifier needs training "
+            "samples of at least 2 classes."
+        )
     n_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
     return X, y, X_test, y_test, n_classes, str(path)
 
