@@ -101,3 +101,42 @@ def test_bad_input_shapes_and_values() -> None:
         clf.predict(np.full((2, 5), np.inf))
     with pytest.raises(ValueError, match="1 class"):
         small().fit(X, np.zeros(len(X)))
+
+
+def test_values_beyond_float32_are_refused() -> None:
+    X, y = blobs()
+    big = X.astype(np.float64)
+    big[3, 1] = 1e39  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match=r"X holds values too large for float32.*1e\+39"):
+        small().fit(big, y)
+    with pytest.raises(ValueError, match="too large for float32"):
+        small().partial_fit(big, y, classes=[0, 1, 2])
+    fitted = small().fit(X, y)
+    with pytest.raises(ValueError, match="too large for float32"):
+        fitted.predict(big)
+    # float64 networks hold them: trained weights stay finite
+    wide = small(dtype="float64").fit(big, y)
+    assert all(bool(p.isfinite().all()) for p in wide.network_.parameters())
+
+
+@pytest.mark.parametrize("state", ["x", 1.5, -1, 2**64, [1, 2]])
+def test_bad_random_state_is_named(state: object) -> None:
+    X, y = blobs()
+    with pytest.raises(ValueError, match=r"random_state=.* is not valid"):
+        small(random_state=state).fit(X, y)
+
+
+def test_numpy_integer_hyperparameters() -> None:
+    X, y = blobs()
+    clf = small(
+        hidden=(np.int64(16),),
+        n_epochs=np.int64(2),
+        batch_size=np.int32(8),
+        inter_fan_in=np.int8(1),
+    ).fit(X, y)
+    assert clf.network_.sizes == (16,) and clf.n_iter_ == 2
+    same = small(hidden=(16,), n_epochs=2, batch_size=8).fit(X, y)
+    np.testing.assert_array_equal(clf.decision_function(X), same.decision_function(X))
+    assert small(hidden=np.int64(16), n_epochs=1).fit(X, y).network_.sizes == (16,)
+    state = np.random.RandomState(3)
+    assert small(random_state=state).fit(X, y).n_iter_ == 3

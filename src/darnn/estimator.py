@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import LearningConfig, NetworkConfig
+from .config import LearningConfig, NetworkConfig, shown
 from .epoch import fit_epoch, seeded_generators, threads_for
 from .learning import evaluate
 from .network import Network
@@ -134,22 +134,36 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         for name in ("n_epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
-        if self.dtype not in _DTYPES:
+                raise ValueError(f"{name}={shown(value)} is not valid; it must be an integer >= 1")
+        if not isinstance(self.dtype, str) or self.dtype not in _DTYPES:
             raise ValueError(
-                f"dtype={self.dtype!r} is not valid; accepted values: float32, float64"
+                f"dtype={shown(self.dtype)} is not valid; accepted values: float32, float64"
             )
-        if not (self.device == "cpu" or str(self.device).startswith("cuda")):
-            raise ValueError(f"device={self.device!r} is not valid; accepted values: cpu, cuda[:N]")
-        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(
-                f"device={self.device!r} was asked for but no CUDA device is available"
-            )
+        device = str(self.device) if isinstance(self.device, torch.device) else self.device
+        if not (isinstance(device, str) and (device == "cpu" or device.startswith("cuda"))):
+            raise ValueError(f"device={shown(device)} is not valid; accepted values: cpu, cuda[:N]")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was asked for but no CUDA device is available")
+
+    def _check_representable(self, X: np.ndarray, dtype: torch.dtype) -> None:
+        """X (finite float64, from validate_data) must also be finite in the network's dtype:
+        1e39 is a float64 but an infinity in float32, which would silently give NaN weights."""
+        if dtype == torch.float32 and X.size:
+            largest = float(np.abs(X).max())
+            limit = float(np.finfo(np.float32).max)
+            if largest > limit:
+                raise ValueError(
+                    f"X holds values too large for float32 (largest |x| = {largest:.3g} > "
+                    f"{limit:.3g}); scale the features (e.g. sklearn MinMaxScaler: the network "
+                    "expects values of about [0, 1] or [-1, 1]) or use dtype='float64'"
+                )
 
     # ----- fitting ---------------------------------------------------------------
     def fit(self, X, y) -> DARNClassifier:  # type: ignore[no-untyped-def]
         """Train for ``n_epochs`` epochs from a fresh network."""
         X, y = validate_data(self, X, y, dtype=np.float64)
+        self._check_loop_params()
+        self._check_representable(X, _DTYPES[self.dtype])
         check_classification_targets(y)
         self._init_network(np.unique(y))
         for _ in range(self.n_epochs):
@@ -160,6 +174,9 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         """One epoch over (X, y); the first call needs ``classes`` (all labels ever seen)."""
         first = not hasattr(self, "network_")
         X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        if first:
+            self._check_loop_params()
+        self._check_representable(X, _DTYPES[self.dtype] if first else self.network_.dtype)
         check_classification_targets(y)
         if first:
             if classes is None:
@@ -208,11 +225,20 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
     def _seed(self) -> int:
         """An integer random_state is the seed itself, as ``train.seed`` is for ``darnn train``
         (same data, config and seed: same weights through either door)."""
-        if isinstance(self.random_state, (int, np.integer)) and not isinstance(
-            self.random_state, bool
-        ):
-            return int(self.random_state)
-        rng = check_random_state(self.random_state)
+        state = self.random_state
+        if isinstance(state, (int, np.integer)) and not isinstance(state, (bool, np.bool_)):
+            if not 0 <= state < 2**64:
+                raise ValueError(
+                    f"random_state={shown(state)} is not valid; an integer seed must lie in "
+                    "[0, 2**64)"
+                )
+            return int(state)
+        if state is not None and not isinstance(state, np.random.RandomState):
+            raise ValueError(
+                f"random_state={shown(state)} is not valid; give None, an integer seed or a "
+                "numpy.random.RandomState"
+            )
+        rng = check_random_state(state)
         return int(rng.randint(np.iinfo(np.int32).max))
 
     def _run_epoch(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -244,6 +270,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "network_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         net = self.network_
+        self._check_representable(X, net.dtype)
         xt = torch.as_tensor(X, dtype=net.dtype)
         with using_threads(threads_for(net, min(len(xt), _EVAL_BATCH), self.n_threads)):
             scores = evaluate(net, xt, None, self.learning_config(), _EVAL_BATCH)["scores"]
