@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from darnn.runconfig import load_run_config
-from darnn.runs import load_model
+from darnn.runs import load_checkpoint, load_model
 from darnn.training import train
 
 # 320 training samples, global batch 16: 20 steps per epoch. float64 keeps every field far
@@ -180,3 +181,36 @@ def test_torchrun_launches_the_cli(tmp_path: Path) -> None:
     assert done.stdout.count("test accuracy") == 1  # rank 0 alone reports
     assert (out / "model.safetensors").is_file()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_signal_to_the_launcher_checkpoints_once(tmp_path: Path) -> None:
+    """SIGTERM to torchrun (what a scheduler sends) reaches every rank; they agree on the
+    batch to stop at, rank 0 saves the checkpoint, and the run resumes on one process."""
+    out = tmp_path / "run"
+    overrides = [*DENSE, "network.hidden=[400]", "train.epochs=1000"]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(free_port()), "-m", "darnn", "train", "--quiet", "--out", str(out),
+        *overrides,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 180
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (out / "metrics.jsonl").exists(), proc.stderr.read() if proc.poll() else "slow"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    state, _ = load_checkpoint(out / "checkpoint.safetensors")
+    assert 1 <= state["epoch"] < 1000
+    assert not list(out.glob(".*.tmp"))
+    assert "interrupted at epoch" in err
+    resumed = load_run_config(None, [*overrides[:-1], "train.epochs=" + str(state["epoch"] + 1)])
+    summary = train(resumed, out, resume=True, progress=False)
+    assert summary["status"] == "completed" and summary["epochs"] == state["epoch"] + 1

@@ -411,3 +411,11 @@ def test_on_epoch_can_stop_a_run(tmp_path: Path) -> None:
     )
     assert seen == [1] and summary["status"] == "stopped" and summary["epochs"] == 1
     assert "model.safetensors" not in run_files(tmp_path / "run")
+
+
+def test_stop_after_the_last_batch_of_an_epoch_resumes(finished_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 41)
+    assert summary["position"] == {"epoch": 0, "batch": 41, "n_batches": 41}
+    train(tiny(), out, resume=True, progress=False)
+    assert_same_weights(load_model(out / "model"), load_model(finished_run / "model"))

@@ -482,7 +482,8 @@ def check_resume_state(
     epoch, batch = state.get("epoch"), state.get("batch")
     if not (isinstance(epoch, int) and epoch >= 0):
         raise bad(f"epoch={epoch!r}")
-    if not (isinstance(batch, int) and 0 <= batch < n_batches) or state.get("n_batches") != (
+    # batch == n_batches: stopped after the epoch's last batch, before its evaluation.
+    if not (isinstance(batch, int) and 0 <= batch <= n_batches) or state.get("n_batches") != (
         n_batches
     ):
         raise bad(f"batch={batch!r} of n_batches={state.get('n_batches')!r}")
