@@ -1,4 +1,4 @@
-"""Files of a run directory: atomic writes, the saved model, checkpoints, metrics and plots.
+"""Files of a run directory: atomic writes, the saved model, checkpoints and metrics.
 
 A run directory holds ``config.yaml`` (the resolved config), ``meta.json`` (seed, versions,
 command line, start time), ``metrics.jsonl`` (one record per epoch), ``checkpoint.safetensors``
@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -350,76 +350,3 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
             "modified. Restart the run, or resume from a copy of the run directory."
         )
     return json.loads(metadata["state"]), tensors
-
-
-# ---------------------------------------------------------------- plots
-
-
-@contextlib.contextmanager
-def _figure(path: Path, rows: int, cols: int, size: tuple[float, float]) -> Iterator[Any]:
-    """A matplotlib (Agg) figure saved atomically to ``path`` and closed afterwards."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
-    try:
-        yield axes
-        fig.tight_layout()
-        atomic_write(path, lambda stream: fig.savefig(stream, format="png", dpi=110))
-    finally:
-        plt.close(fig)
-
-
-def plot_learning_curves(path: Path, metrics: list[dict[str, Any]]) -> None:
-    """Accuracies (left) and dynamics diagnostics (right) against the epoch."""
-    epochs = [m["epoch"] for m in metrics]
-    with _figure(path, 1, 2, (11, 4)) as axes:
-        acc, dyn = axes[0]
-        for key, label in (
-            ("train_acc", "train (free phase, running)"),
-            ("val_acc", "validation"),
-            ("test_acc", "test"),
-        ):
-            acc.plot(epochs, [m[key] for m in metrics], marker="o", label=label)
-        acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
-        acc.legend()
-        for key, label in (
-            ("unstable", "unstable hidden units"),
-            ("converged", "free phase at a fixed point"),
-            ("eval_converged", "evaluation at a fixed point"),
-        ):
-            dyn.plot(epochs, [m[key] for m in metrics], marker="o", label=label)
-        n_layers = len(metrics[0]["symmetry"]) if metrics else 0
-        for l in range(n_layers):
-            dyn.plot(
-                epochs,
-                [m["symmetry"][l] for m in metrics],
-                marker="s",
-                linestyle="--",
-                label=f"symmetry of J_{l + 1}",
-            )
-        dyn.set(xlabel="epoch", ylabel="fraction / symmetry", title="Dynamics")
-        dyn.legend(fontsize="small")
-
-
-def plot_field_histograms(path: Path, components: list[dict[str, torch.Tensor]]) -> None:
-    """Per hidden module, histograms of each field component on the probe batch."""
-    with _figure(path, len(components), 1, (7, 3 * len(components))) as axes:
-        for l, parts in enumerate(components):
-            ax = axes[l][0]
-            for name, values in parts.items():
-                ax.hist(
-                    values.flatten().double().cpu().numpy(),
-                    bins=80,
-                    alpha=0.5,
-                    density=True,
-                    label=name,
-                )
-            ax.set(
-                xlabel="field",
-                ylabel="density",
-                title=f"Hidden module {l + 1}: field components after the free phase",
-            )
-            ax.legend()
