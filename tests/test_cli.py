@@ -161,3 +161,20 @@ def test_no_arguments_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as info:
         cli.main([])
     assert info.value.code == 2
+
+
+def test_yaml_alias_bomb_is_refused_with_a_short_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A billion-laughs document: the error names the key and does not echo megabytes."""
+    levels = ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 7)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(f"network:\n  hidden: [{', '.join(levels)}]\n")
+    code, _, err = run_main(capsys, "train", "--config", str(bomb), "--out", str(tmp_path / "r"))
+    assert_user_error(code, err, "network.hidden")
+    assert len(err) < 2000
+    assert not (tmp_path / "r").exists()
+    override = "network.hidden=" + "[" * 50 + "1" + "]" * 50 + "x" * 100_000
+    code, _, err = run_main(capsys, "train", override)
+    assert code == 2 and len(err) < 2000

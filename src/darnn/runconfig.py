@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .config import LearningConfig, NetworkConfig, from_dict, to_dict
+from .config import LearningConfig, NetworkConfig, from_dict, shown, to_dict
 from .rundir import CONFIG_FILE
 from .runs import DTYPES, RunError
 
@@ -65,20 +65,20 @@ class DataConfig:
             raise ValueError("name must name a dataset, e.g. fashion-mnist, digits, npz:PATH")
         if self.transform not in (None, *TRANSFORMS):
             raise ValueError(
-                f"transform={self.transform!r} is not valid; accepted values: "
+                f"transform={shown(self.transform)} is not valid; accepted values: "
                 f"null, {', '.join(TRANSFORMS)}"
             )
         if self.transform_dim is not None and (self.transform is None or self.transform_dim < 1):
             raise ValueError(
-                f"transform_dim={self.transform_dim!r} is not valid; it needs a "
+                f"transform_dim={shown(self.transform_dim)} is not valid; it needs a "
                 "transform and must be >= 1"
             )
         if self.limit_train is not None and self.limit_train < 1:
-            raise ValueError(f"limit_train={self.limit_train!r} is not valid; it must be >= 1")
+            raise ValueError(f"limit_train={shown(self.limit_train)} is not valid; it must be >= 1")
         size = self.val_size
         if (isinstance(size, float) and not 0 <= size < 1) or (isinstance(size, int) and size < 0):
             raise ValueError(
-                f"val_size={size!r} is not valid; give a fraction in [0, 1) or a count >= 0"
+                f"val_size={shown(size)} is not valid; give a fraction in [0, 1) or a count >= 0"
             )
 
 
@@ -107,23 +107,26 @@ class TrainConfig:
         ):
             if getattr(self, name) is not None and getattr(self, name) < minimum:
                 raise ValueError(
-                    f"{name}={getattr(self, name)!r} is not valid; it must be an "
+                    f"{name}={shown(getattr(self, name))} is not valid; it must be an "
                     f"integer >= {minimum}"
                 )
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ValueError(
-                f"device={self.device!r} is not valid; accepted values: cpu, cuda, cuda:N"
+                f"device={shown(self.device)} is not valid; accepted values: cpu, cuda, cuda:N"
             )
         if self.dtype not in DTYPES:
             raise ValueError(
-                f"dtype={self.dtype!r} is not valid; accepted values: {', '.join(DTYPES)}"
+                f"dtype={shown(self.dtype)} is not valid; accepted values: {', '.join(DTYPES)}"
             )
         if not (isinstance(self.dist_timeout, (int, float)) and self.dist_timeout > 0):
-            raise ValueError(f"dist_timeout={self.dist_timeout!r} is not valid; give seconds > 0")
+            raise ValueError(
+                f"dist_timeout={shown(self.dist_timeout)} is not valid; give seconds > 0"
+            )
         every = self.checkpoint_every
         if every != "epoch" and not (isinstance(every, int) and every >= 1):
             raise ValueError(
-                f"checkpoint_every={every!r} is not valid; give 'epoch' or a number of batches >= 1"
+                f"checkpoint_every={shown(every)} is not valid; give 'epoch' or a number of "
+                "batches >= 1"
             )
 
 
@@ -195,7 +198,7 @@ def merge_config(
         if not isinstance(keys, dict):
             raise ConfigError(
                 f"config section '{name}' in {origin} must be a mapping of "
-                f"keys to values, got {keys!r}"
+                f"keys to values, got {shown(keys)}"
             )
         merged[name].update(keys)
     return merged
@@ -225,10 +228,10 @@ def parse_override(item: str) -> dict[str, dict[str, Any]]:
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not name:
         raise ConfigError(
-            f"override {item!r} is not of the form section.key=value, e.g. "
+            f"override {shown(item)} is not of the form section.key=value, e.g. "
             "train.epochs=3 or network.hidden=[800,800]"
         )
-    return {section: {name: parse_yaml(raw, f"the value of override {item!r}")}}
+    return {section: {name: parse_yaml(raw, f"the value of override {shown(item)}")}}
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
@@ -255,7 +258,7 @@ def load_run_config(
     if path is not None:
         merged = merge_config(merged, read_config_file(path), f"config file {path}")
     for item in overrides:
-        merged = merge_config(merged, parse_override(item), f"override {item!r}")
+        merged = merge_config(merged, parse_override(item), f"override {shown(item)}")
     merged = merge_config(merged, settings, "command-line options")
     return RunConfig.from_dict(merged)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import distributed, rundir
-from .config import to_dict
+from .config import shown, to_dict
 from .data import DataError, Dataset, load_dataset
 from .diagnostics import coupling_symmetry, field_components, field_summary
 from .epoch import EpochCounters, fit_epoch, seeded_generators, threads_for
@@ -438,8 +438,8 @@ def read_resume_point(
     if changed:
         now = config.to_dict()
         detail = "; ".join(
-            f"{k}: {stored.get(k.split('.')[0], {}).get(k.split('.')[1])!r} -> "
-            f"{now[k.split('.')[0]][k.split('.')[1]]!r}"
+            f"{k}: {shown(stored.get(k.split('.')[0], {}).get(k.split('.')[1]))} -> "
+            f"{shown(now[k.split('.')[0]][k.split('.')[1]])}"
             for k in changed[:8]
         )
         raise ConfigError(
@@ -481,12 +481,12 @@ def check_resume_state(
         )
     epoch, batch = state.get("epoch"), state.get("batch")
     if not (isinstance(epoch, int) and epoch >= 0):
-        raise bad(f"epoch={epoch!r}")
+        raise bad(f"epoch={shown(epoch)}")
     # batch == n_batches: stopped after the epoch's last batch, before its evaluation.
     if not (isinstance(batch, int) and 0 <= batch <= n_batches) or state.get("n_batches") != (
         n_batches
     ):
-        raise bad(f"batch={batch!r} of n_batches={state.get('n_batches')!r}")
+        raise bad(f"batch={shown(batch)} of n_batches={shown(state.get('n_batches'))}")
     counters = state.get("counters")
     names = set(EpochCounters.__dataclass_fields__)
     if not (
