@@ -99,8 +99,8 @@ def available_memory() -> int | None:
     """Bytes this process can still allocate, or None when the system does not say.
 
     Linux: MemAvailable of /proc/meminfo (free memory plus reclaimable caches), lowered to
-    the room left under a cgroup v2 memory.max when one is set (containers, SLURM jobs).
-    Elsewhere: the total physical memory.
+    the room left under a cgroup memory limit when one is set (containers, SLURM jobs;
+    cgroup v2 memory.max or v1 memory.limit_in_bytes). Elsewhere: the total physical memory.
     """
     limit: int | None = None
     try:
@@ -110,14 +110,18 @@ def available_memory() -> int | None:
                 break
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        cap = (cgroup / "memory.max").read_text().strip()
-        if cap != "max":
-            room = int(cap) - int((cgroup / "memory.current").read_text())
-            limit = room if limit is None else min(limit, room)
-    except (OSError, ValueError):
-        pass
+    cgroup = Path("/sys/fs/cgroup")
+    for cap_file, used_file in (
+        (cgroup / "memory.max", cgroup / "memory.current"),
+        (cgroup / "memory" / "memory.limit_in_bytes", cgroup / "memory" / "memory.usage_in_bytes"),
+    ):
+        try:
+            cap = cap_file.read_text().strip()
+            if cap != "max" and int(cap) < 2**60:  # v1 writes "no limit" as ~2^63
+                room = int(cap) - int(used_file.read_text())
+                limit = room if limit is None else min(limit, room)
+        except (OSError, ValueError):
+            pass
     if limit is None:
         try:
             limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
