@@ -178,3 +178,12 @@ def test_yaml_alias_bomb_is_refused_with_a_short_message(
     override = "network.hidden=" + "[" * 50 + "1" + "]" * 50 + "x" * 100_000
     code, _, err = run_main(capsys, "train", override)
     assert code == 2 and len(err) < 2000
+
+
+def test_network_too_large_for_memory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, _, err = run_main(
+        capsys, "train", "--out", str(out), "data.name=digits", "network.hidden=[10000000]"
+    )
+    assert_user_error(code, err, "hidden=[10000000]", "GiB", "sparse couplings")
+    assert not out.exists()

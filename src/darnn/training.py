@@ -116,7 +116,12 @@ def train(
         n_train, n_batches = X.shape[0], math.ceil(X.shape[0] / tc.batch_size)
         every = tc.checkpoint_every if isinstance(tc.checkpoint_every, int) else 0
 
-        net = Network(nc, data.n_features, data.n_classes, seed=tc.seed, device=device, dtype=dtype)
+        try:
+            net = Network(
+                nc, data.n_features, data.n_classes, seed=tc.seed, device=device, dtype=dtype
+            )
+        except ValueError as exc:  # too large for memory, checked before allocating
+            raise ConfigError(f"config section 'network': {exc}") from None
         order_gen, dynamics_gen = seeded_generators(tc.seed)
         start_epoch, batch, perm, counters = 0, 0, None, EpochCounters()
         metrics: list[dict[str, Any]] = []
