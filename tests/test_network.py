@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +156,27 @@ def test_numpy_integer_sizes_and_label_field_without_code_table() -> None:
     codes[torch.arange(3), y] = on
     assert torch.allclose(net.label_field(y), codes @ net.w_back.T, atol=1e-6)
     assert not any("eye" in name for name, _ in net.named_buffers())
+
+
+def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  8000000 kB\nMemAvailable:  4000000 kB\n")
+    no_cgroup = tmp_path / "none"
+    assert available_memory(meminfo, no_cgroup) == 4000000 * 1024
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("max\n")
+    (v2 / "memory.current").write_text("123\n")
+    assert available_memory(meminfo, v2) == 4000000 * 1024  # no limit set
+    (v2 / "memory.max").write_text("1000000000\n")
+    (v2 / "memory.current").write_text("400000000\n")
+    assert available_memory(meminfo, v2) == 600_000_000  # the room under the limit
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # none
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("5\n")
+    assert available_memory(meminfo, v1) == 4000000 * 1024
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("2000\n")
+    assert available_memory(meminfo, v1) == 1995
+    physical = available_memory(tmp_path / "absent", no_cgroup)  # not Linux: total RAM
+    assert physical is None or physical > 0

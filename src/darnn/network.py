@@ -95,7 +95,9 @@ def estimate_bytes(
     return kept, kept + temporary
 
 
-def available_memory() -> int | None:
+def available_memory(
+    meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int | None:
     """Bytes this process can still allocate, or None when the system does not say.
 
     Linux: MemAvailable of /proc/meminfo (free memory plus reclaimable caches), lowered to
@@ -104,13 +106,12 @@ def available_memory() -> int | None:
     """
     limit: int | None = None
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 limit = int(line.split()[1]) * 1024
                 break
     except (OSError, ValueError, IndexError):
         pass
-    cgroup = Path("/sys/fs/cgroup")
     for cap_file, used_file in (
         (cgroup / "memory.max", cgroup / "memory.current"),
         (cgroup / "memory" / "memory.limit_in_bytes", cgroup / "memory" / "memory.usage_in_bytes"),
