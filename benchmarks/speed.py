@@ -13,9 +13,13 @@ For each configuration it prints (and writes to --out) one JSON object with
 * the machine's limits: dense sgemm GFLOP/s and memory read bandwidth, and the GFLOP/s
   (useful products only) and GB/s (weights streamed) the runs achieve.
 
-Configurations: A (SPEC §4 A: N=2000, J 99% sparse as CSR, W_in 90% sparse, raw pixels),
-B (SPEC §4 B: dense N=1600, binarised inputs, 7+7 sweeps) and dense8192 (recipe B at
-N=8192). Inputs are Fashion-MNIST when installed, else random sparse images.
+Configurations are the shipped recipes, read from configs/*.yaml with the run-config
+loader (network, learning and input transform exactly as `darnn train` uses them): A
+(configs/recipe_a_sparse_mnist.yaml: N=2000, J 99% sparse as CSR, W_in 90% sparse, raw
+pixels), B (configs/recipe_b_binarised_fashion.yaml: dense N=1600, binarised inputs, 5+5
+sweeps) and dense8192 (recipe B with network.hidden=[8192]). Inputs are the recipe's data
+set when installed, else Fashion-MNIST through the recipe's transform (same shape and value
+range), else random sparse images; the "inputs" field says which.
 
     PYTHONPATH=src python benchmarks/speed.py --out benchmarks/results-cpu.json
 """
@@ -31,68 +35,46 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-import darnn.learning as learning
-from darnn.config import LearningConfig, NetworkConfig
+from darnn.config import LearningConfig
 from darnn.couplings import Coupling, SparseCoupling
-from darnn.data import load_dataset
+from darnn.data import DataError, load_dataset
 from darnn.dynamics import spin_sign
 from darnn.learning import StepStats, evaluate, learning_step
 from darnn.network import Network
+from darnn.runconfig import DataConfig, RunConfig, load_run_config
+from darnn.threads import available_cores, choose_threads, product_work, using_threads
 
-BATCH = 16
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+BATCH = 16  # the recipes' training batch (checked against each config)
 
 
-@dataclass
-class Recipe:
-    net: NetworkConfig
-    learn: LearningConfig
-    binarised: bool  # inputs sign(x R) in {-1, +1} (SPEC §4 B), else pixels in [0, 1]
+@dataclass(frozen=True)
+class Bench:
+    """A shipped recipe and how much of it to time."""
+
+    config: str  # file under configs/
+    overrides: tuple[str, ...]  # section.key=value, as on the darnn train command line
     eval_batch: int
     train_steps: int  # timed steps per repeat
 
 
-def recipe_a() -> Recipe:
-    """SPEC §4 A (the authors' JAX "sparse MNIST" recipe)."""
-    p_in, p_j, n, d = 0.9, 0.99, 2000, 784
-    lr_in, lr_j, lr_out = 0.159 / math.sqrt(1 - p_in), 0.058 / math.sqrt(1 - p_j), 0.17
-    net = NetworkConfig(
-        hidden=(n,), j_d=0.95, j_density=1 - p_j, w_in_density=1 - p_in, w_in_strength=5.0,
-        w_back_strength=1.3, label_encoding="rescaled", sparse_format="csr",
-    )  # fmt: skip
-    learn = LearningConfig(
-        warmup_sweeps=1, clamped_sweeps=5, free_sweeps=5, eval_sweeps=5,
-        kappa_in=1.78, kappa_j=1.78, kappa_out=7.0, lr_in=lr_in, lr_j=lr_j, lr_out=lr_out,
-        # decays are "times the rate / sqrt(fan_in)" (SPEC §4 A)
-        decay_in=0.01 * lr_in / math.sqrt(d * (1 - p_in)),
-        decay_j=6e-5 * lr_j / math.sqrt(n * (1 - p_j)),
-        decay_out=0.02 * lr_out / math.sqrt(n),
-    )  # fmt: skip
-    return Recipe(net, learn, binarised=False, eval_batch=8192, train_steps=300)
+BENCHES: dict[str, Bench] = {
+    "A": Bench("recipe_a_sparse_mnist.yaml", (), eval_batch=8192, train_steps=300),
+    "B": Bench("recipe_b_binarised_fashion.yaml", (), eval_batch=4096, train_steps=100),
+    "dense8192": Bench(
+        "recipe_b_binarised_fashion.yaml", ("network.hidden=[8192]",), eval_batch=512,
+        train_steps=8,
+    ),
+}  # fmt: skip
 
 
-def recipe_b(n: int = 1600) -> Recipe:
-    """SPEC §4 B (the authors' PyTorch code; Fashion-MNIST strengths), 7+7 sweeps."""
-    net = NetworkConfig(hidden=(n,), j_d=0.5, w_in_strength=3.0, w_back_strength=0.7,
-                        label_encoding="pm1")  # fmt: skip
-    learn = LearningConfig(
-        warmup_sweeps=1, clamped_sweeps=7, free_sweeps=7, eval_sweeps=7,
-        margin_convention="offdiag", kappa_in=0.9, kappa_j=0.9, kappa_out=3.0,
-        lr_j=0.005, lr_out=0.1, lr_in=0.03 * 3.0, decay_j=0.005, decay_out=0.005,
-    )  # fmt: skip
-    if n <= 2000:
-        return Recipe(net, learn, binarised=True, eval_batch=4096, train_steps=100)
-    return Recipe(net, learn, binarised=True, eval_batch=512, train_steps=8)
-
-
-RECIPES: dict[str, Callable[[], Recipe]] = {
-    "A": recipe_a,
-    "B": recipe_b,
-    "dense8192": lambda: recipe_b(8192),
-}
+def load_recipe(bench: Bench) -> RunConfig:
+    return load_run_config(CONFIGS / bench.config, bench.overrides)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -132,23 +114,31 @@ def machine_limits(device: torch.device, repeats: int, quick: bool) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- inputs
-def load_inputs(binarised: bool, n_train: int, n_eval: int) -> tuple[Tensor, Tensor, Tensor, str]:
-    """(X_train, y_train, X_eval, source): Fashion-MNIST if installed, else random images."""
-    try:
-        kind = "binarised" if binarised else None
-        d = load_dataset("fashion-mnist", download=False, limit_train=n_train, transform=kind)
+def load_inputs(data: DataConfig, n_train: int, n_eval: int) -> tuple[Tensor, Tensor, Tensor, str]:
+    """(X_train, y_train, X_eval, source): the recipe's data set through its transform if
+    installed, else Fashion-MNIST through the same transform, else random images."""
+    for name in dict.fromkeys([data.name, "fashion-mnist"]):
+        try:
+            d = load_dataset(
+                name, data_dir=data.data_dir, download=False, limit_train=n_train,
+                transform=data.transform, transform_dim=data.transform_dim,
+                transform_seed=data.transform_seed,
+            )  # fmt: skip
+        except (DataError, OSError) as err:
+            print(json.dumps({"note": f"{name} unavailable ({err})"}), file=sys.stderr)
+            continue
         X, y, Xe = (torch.from_numpy(a) for a in (d.X_train, d.y_train, d.X_test))
         Xe = Xe.repeat(math.ceil(n_eval / Xe.shape[0]), 1)[:n_eval]  # tile up to the batch
-        return X, y, Xe.contiguous(), "fashion-mnist"
-    except Exception as err:  # not installed: MNIST-like sparse images in [0, 1]
-        print(json.dumps({"note": f"fashion-mnist unavailable ({err}); random images"}))
-        g = torch.Generator().manual_seed(0)
-        n = n_train + n_eval
-        X = torch.rand(n, 784, generator=g) * (torch.rand(n, 784, generator=g) < 0.5)
-        if binarised:
-            X = torch.where(X @ torch.randn(784, 784, generator=g) >= 0, 1.0, -1.0)
-        y = torch.randint(0, 10, (n_train,), generator=g)
-        return X[:n_train], y, X[n_train:], "random"
+        source = name if name == data.name else f"{name} (stand-in for {data.name})"
+        return X, y, Xe.contiguous(), source
+    # Nothing installed: MNIST-like sparse images in [0, 1] (binarised like recipe B if asked).
+    g = torch.Generator().manual_seed(0)
+    n = n_train + n_eval
+    X = torch.rand(n, 784, generator=g) * (torch.rand(n, 784, generator=g) < 0.5)
+    if data.transform == "binarised":
+        X = torch.where(X @ torch.randn(784, 784, generator=g) >= 0, 1.0, -1.0)
+    y = torch.randint(0, 10, (n_train,), generator=g)
+    return X[:n_train], y, X[n_train:], "random"
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -174,29 +164,21 @@ def sweep_counts(
     net: Network, X: Tensor, y: Tensor, cfg: LearningConfig, steps: int, start: int
 ) -> dict:
     """Sweeps per phase, as a mean over samples and as J products per step (a batch is
-    swept until its slowest sample settles), from an untimed pass of `steps` steps."""
-    calls: list[Tensor] = []
-    real = learning.relax
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = real(*args, **kwargs)
-        calls.append(out.sweeps)
-        return out
-
-    learning.relax = spy  # learning_step makes three relax calls: warm-up, clamped, free
-    try:
-        for i in range(start, start + steps):
-            rows = torch.arange(i * BATCH, (i + 1) * BATCH, device=X.device) % X.shape[0]
-            learning_step(net, X[rows], y[rows], cfg)
-    finally:
-        learning.relax = real
+    swept until its slowest sample settles), from an untimed pass of `steps` steps; read
+    from the per-phase counts every step reports (`StepStats.phase_sweeps`)."""
+    per_step = []
+    for i in range(start, start + steps):
+        rows = torch.arange(i * BATCH, (i + 1) * BATCH, device=X.device) % X.shape[0]
+        sweeps = learning_step(net, X[rows], y[rows], cfg).phase_sweeps
+        assert sweeps is not None
+        per_step.append(sweeps.cpu())
+    counts = torch.stack(per_step)  # (steps, 3 phases, batch)
+    mean, products = counts.double().mean(dim=(0, 2)), counts.amax(dim=2).double().mean(dim=0)
     phases = ("warmup", "clamped", "free")
     return {
-        "mean_sweeps": {p: sum(float(c.float().mean()) for c in calls[k::3]) / steps
-                        for k, p in enumerate(phases)},
-        "J_products": {p: sum(int(c.max()) for c in calls[k::3]) / steps
-                       for k, p in enumerate(phases)},
-    }  # fmt: skip
+        "mean_sweeps": {p: float(mean[k]) for k, p in enumerate(phases)},
+        "J_products": {p: float(products[k]) for k, p in enumerate(phases)},
+    }
 
 
 def bare_kernels(
@@ -299,15 +281,18 @@ def cuda_graph_step(
 
 # ----------------------------------------------------------------------------- one config
 def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dict:
-    recipe = RECIPES[name]()
-    lc = recipe.learn
-    steps = max(4, recipe.train_steps // (8 if args.quick else 1))
-    eval_batch = min(recipe.eval_batch, 512) if args.quick else recipe.eval_batch
+    bench = BENCHES[name]
+    recipe = load_recipe(bench)
+    lc = recipe.learning
+    if recipe.train.batch_size != BATCH:
+        raise SystemExit(f"{bench.config}: batch_size {recipe.train.batch_size}, expected {BATCH}")
+    steps = max(4, bench.train_steps // (8 if args.quick else 1))
+    eval_batch = min(bench.eval_batch, 512) if args.quick else bench.eval_batch
     warm = min(30, 2 * steps)
     n_train = BATCH * (warm + 2 * (args.repeats + 1) * steps + 40)  # every step new data
-    X, y, Xe, source = load_inputs(recipe.binarised, n_train, eval_batch)
+    X, y, Xe, source = load_inputs(recipe.data, n_train, eval_batch)
     X, y, Xe = X.to(device), y.to(device), Xe.to(device)
-    net = Network(recipe.net, X.shape[1], 10, seed=0, device=device)
+    net = Network(recipe.network, X.shape[1], 10, seed=recipe.train.seed, device=device)
 
     step = lambda xb, yb: learning_step(net, xb, yb, lc)  # noqa: E731
     graphs = "off"
@@ -340,16 +325,15 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dic
     bare_s: dict[str, dict[str, float]] = {}
     eval_s: dict[str, float] = {}
     for threads in sorted({1, args.threads}) if device.type == "cpu" else [args.threads]:
-        torch.set_num_threads(threads)
         keys = [str(threads)] + (["1cpu"] if threads == 1 and device.type == "cpu" else [])
-        times = best_time(lambda: train(steps), device, args.repeats)
-        bare = bare_kernels(net, device, args.repeats)
-        t_eval = best_time(run_eval, device, args.repeats)
+        with using_threads(threads):
+            times = best_time(lambda: train(steps), device, args.repeats)
+            bare = bare_kernels(net, device, args.repeats)
+            t_eval = best_time(run_eval, device, args.repeats)
         for i, key in enumerate(keys):
             step_s[key] = times[i] / steps
             bare_s[key] = {k: v[i] for k, v in bare.items()}
             eval_s[key] = t_eval[i]
-    torch.set_num_threads(args.threads)
     # The authors' way, same machine, same batches, at the thread count that suits it best.
     naive = authors_style_step(net, lc)
     naive_steps = max(2, steps // 10)
@@ -357,10 +341,9 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dic
                for i in range(naive_steps)]  # fmt: skip
     naive_s = math.inf
     for threads in sorted({1, args.threads}) if device.type == "cpu" else [args.threads]:
-        torch.set_num_threads(threads)
-        t_naive = best_time(lambda: [naive(xb, yb) for xb, yb in batches], device, args.repeats)
+        with using_threads(threads):
+            t_naive = best_time(lambda: [naive(xb, yb) for xb, yb in batches], device, args.repeats)
         naive_s = min(naive_s, t_naive[0] / naive_steps)
-    torch.set_num_threads(args.threads)
     walls = [k for k in step_s if k.isdigit()]
     best = min(walls, key=step_s.__getitem__)
     t_step, bare = step_s[best], bare_s[best]
@@ -398,14 +381,17 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dic
         "cuda_graphs": graphs,
         "inputs": source,
         "hidden": list(net.sizes),
-        "j_density": recipe.net.j_density,
-        "w_in_density": recipe.net.w_in_density,
+        "recipe": " ".join([f"configs/{bench.config}", *bench.overrides]),
+        "j_density": recipe.network.j_density,
+        "w_in_density": recipe.network.w_in_density,
         "max_sweeps": {"warmup": lc.warmup_sweeps, "clamped": lc.clamped_sweeps,
                        "free": lc.free_sweeps, "eval": lc.warmup_sweeps + lc.eval_sweeps},
         "train": {
             "batch": BATCH,
             "samples_per_s": BATCH / t_step,
             "threads": int(best),
+            # What darnn.threads picks for these steps when nothing is set explicitly.
+            "policy_threads": choose_threads(product_work(max(nnz.values()), BATCH)),
             "step_ms": 1e3 * t_step,
             "step_over_bare": t_step / bare_step(bare, products_run),
             "step_over_bare_all_sweeps": t_step / bare_step(bare, products_max),
@@ -437,19 +423,20 @@ def main() -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--configs", default="A,B,dense8192", help="comma-separated: A, B, dense8192")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats; the best is kept")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    ap.add_argument(
+        "--threads", type=int, default=available_cores(), help="CPU threads timed besides 1"
+    )
     ap.add_argument("--out", help="also write every result to this JSON file")
     ap.add_argument("--quick", action="store_true", help="few steps, small batches (smoke test)")
     ap.add_argument("--no-cuda-graphs", action="store_true", help="eager batch-16 steps on CUDA")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is available")
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in names:
-        if c not in RECIPES:
-            ap.error(f"unknown config {c!r}; accepted: {', '.join(RECIPES)}")
+        if c not in BENCHES:
+            ap.error(f"unknown config {c!r}; accepted: {', '.join(BENCHES)}")
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     results = []
@@ -458,7 +445,8 @@ def main() -> None:
         print(f"{name}: done after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     # Measured after the runs (big allocations and multi-threaded BLAS first slow down the
     # single-threaded runs), twice: the less disturbed measurement counts.
-    first, again = (machine_limits(device, args.repeats, args.quick) for _ in range(2))
+    with using_threads(args.threads):
+        first, again = (machine_limits(device, args.repeats, args.quick) for _ in range(2))
     limits = {k: max(v, again[k]) for k, v in first.items()}
     for r in results:
         r["train"]["fraction_of_sgemm"] = r["train"]["gflops"] / limits["sgemm_gflops"]
