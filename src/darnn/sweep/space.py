@@ -1,0 +1,269 @@
+"""The search space of a sweep: SPACE.yaml, checked against the run config before any work.
+
+A space file maps dotted config keys (the ``section.key`` form of ``darnn train``
+overrides) to a range or a list of choices::
+
+    learning.lr_j: {low: 0.005, high: 0.5, log: true}   # float, sampled log-uniformly
+    learning.free_sweeps: {low: 2, high: 10}            # an int key gives an int range
+    learning.kappa_j: {low: 0.5, high: 3.0, step: 0.25} # a grid of floats
+    network.hidden: {choices: [[1000], [500, 500]]}     # any YAML values
+
+Whether a range is sampled as float or int follows the type of the config key, so
+``{low: 1, high: 3}`` on ``learning.kappa_j`` is a float range. This module does not
+import Optuna at import time: ``darnn`` works without the ``sweep`` extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..runconfig import ConfigError, RunConfig, load_run_config, parse_yaml
+
+RANGE_FIELDS = ("low", "high", "log", "step")
+SCALARS = (type(None), bool, int, float, str)
+
+
+class SpaceError(ConfigError):
+    """The search space names an unknown key or gives an invalid range; the message says which."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of the search space."""
+
+    key: str  # "section.key"
+    kind: str  # "float", "int" or "categorical"
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, stored in the study so that every worker checks it is the same."""
+        if self.kind == "categorical":
+            return {"choices": [json_value(c) for c in self.choices]}
+        out: dict[str, Any] = {"type": self.kind, "low": self.low, "high": self.high}
+        if self.log:
+            out["log"] = True
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+    @property
+    def encoded(self) -> bool:
+        """Optuna's categorical choices must be scalars: lists travel as JSON strings."""
+        return self.kind == "categorical" and not all(type(c) in SCALARS for c in self.choices)
+
+    def distribution(self) -> Any:
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.kind == "float":
+            low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+            return FloatDistribution(low, high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=self.step or 1)
+        choices = [json.dumps(c) for c in self.choices] if self.encoded else list(self.choices)
+        return CategoricalDistribution(choices)
+
+    def suggest(self, trial: Any) -> Any:
+        """The config value an Optuna trial draws for this key."""
+        if self.kind == "float":
+            value = trial.suggest_float(
+                self.key, float(self.low), float(self.high), log=self.log, step=self.step
+            )
+        elif self.kind == "int":
+            value = trial.suggest_int(
+                self.key, int(self.low), int(self.high), log=self.log, step=self.step or 1
+            )
+        else:
+            value = trial.suggest_categorical(self.key, self.distribution().choices)
+            if self.encoded:
+                value = json.loads(value)
+        return value
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def config_fields() -> dict[str, dict[str, Any]]:
+    """{section: {key: type annotation}} of every key a run config accepts."""
+    sections = typing.get_type_hints(RunConfig)
+    return {
+        name: typing.get_type_hints(cls)
+        for name, cls in sections.items()
+        if dataclasses.is_dataclass(cls)
+    }
+
+
+def numeric_kinds(annotation: Any) -> set[str]:
+    """Which ranges a config key of this type accepts: {"int"}, {"float"}, both or none."""
+    origin = typing.get_origin(annotation)
+    members = (
+        typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    )
+    kinds = set()
+    for member in members:
+        if member is int:
+            kinds.add("int")
+        elif member is float:
+            kinds.add("float")
+    return kinds
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_param(key: Any, spec: Any, fields: dict[str, dict[str, Any]], origin: str) -> Param:
+    """One ``key: spec`` entry of a space file, with every check that needs no config values."""
+    if not isinstance(key, str) or key.count(".") != 1:
+        raise SpaceError(
+            f"{origin}: {key!r} is not a config key of the form section.key, e.g. learning.lr_j"
+        )
+    section, name = key.split(".")
+    if section not in fields:
+        raise SpaceError(
+            f"{origin}: unknown config section '{section}' in '{key}'; valid sections: "
+            f"{', '.join(fields)}"
+        )
+    if name not in fields[section]:
+        raise SpaceError(
+            f"{origin}: unknown config key '{key}'; valid keys in section '{section}': "
+            f"{', '.join(sorted(fields[section]))}"
+        )
+    where = f"{origin}: '{key}'"
+    if not isinstance(spec, dict):
+        raise SpaceError(
+            f"{where} must map to a range {{low: ..., high: ...}} (with optional log: true or "
+            f"step: ...) or to {{choices: [...]}}, got {spec!r}"
+        )
+    unknown = sorted(set(spec) - {*RANGE_FIELDS, "choices"})
+    if unknown:
+        raise SpaceError(
+            f"{where} has unknown field(s) {', '.join(map(str, unknown))}; a range takes "
+            f"{', '.join(RANGE_FIELDS)} and a categorical takes choices"
+        )
+    if "choices" in spec:
+        if set(spec) != {"choices"}:
+            raise SpaceError(f"{where} gives both choices and a range; give one of them")
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{where}: choices must be a non-empty list, got {choices!r}")
+        seen = [json.dumps(c, sort_keys=True) for c in choices]
+        if len(set(seen)) != len(seen):
+            raise SpaceError(f"{where}: choices {choices!r} repeat a value")
+        return Param(key, "categorical", choices=tuple(choices))
+
+    if "low" not in spec or "high" not in spec:
+        raise SpaceError(f"{where} needs both low and high (or a list of choices)")
+    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    kinds = numeric_kinds(fields[section][name])
+    if not kinds:
+        raise SpaceError(
+            f"{where} is not a number, so it cannot take a range; list the values to try "
+            "as choices: [...]"
+        )
+    for label, value in (("low", low), ("high", high)):
+        if not is_number(value):
+            raise SpaceError(f"{where}: {label}={value!r} is not a finite number")
+    if low > high:
+        raise SpaceError(f"{where}: low={low!r} is greater than high={high!r}")
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}: log={log!r} must be true or false")
+    if log and low <= 0:
+        raise SpaceError(f"{where}: a log range needs low > 0, got low={low!r}")
+    if step is not None:
+        if not is_number(step) or step <= 0:
+            raise SpaceError(f"{where}: step={step!r} must be a number > 0")
+        if log:
+            raise SpaceError(f"{where}: give either log: true or a step, not both")
+    if kinds == {"int"} or (
+        kinds == {"int", "float"} and all(isinstance(v, int) for v in (low, high, step or 1))
+    ):
+        for label, value in (("low", low), ("high", high), ("step", step)):
+            if value is not None and not isinstance(value, int):
+                raise SpaceError(f"{where} is an integer key; {label}={value!r} must be an integer")
+        return Param(key, "int", low, high, log, step)
+    return Param(key, "float", float(low), float(high), log, None if step is None else float(step))
+
+
+def check_against(params: list[Param], base: RunConfig, origin: str) -> None:
+    """Every bound and choice must make a valid config on top of ``base``: errors name the key."""
+    for p in params:
+        section, name = p.key.split(".")
+        values = p.choices if p.kind == "categorical" else (p.low, p.high)
+        labels = (
+            [f"choice {c!r}" for c in p.choices]
+            if p.kind == "categorical"
+            else [f"low={p.low!r}", f"high={p.high!r}"]
+        )
+        for value, label in zip(values, labels):
+            try:
+                load_run_config(base=base, settings={section: {name: value}})
+            except ConfigError as exc:
+                raise SpaceError(f"{origin}: '{p.key}' {label} is not valid: {exc}") from None
+
+
+def parse_space(mapping: Any, origin: str) -> list[Param]:
+    """The parameters of a space given as plain data (a YAML document)."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise SpaceError(
+            f"{origin} must map config keys to ranges or choices, e.g. "
+            "'learning.lr_j: {low: 0.005, high: 0.5, log: true}'; got "
+            f"{type(mapping).__name__ if mapping else 'nothing'}"
+        )
+    fields = config_fields()
+    return [parse_param(key, spec, fields, origin) for key, spec in mapping.items()]
+
+
+def load_space(path: str | os.PathLike[str], base: RunConfig) -> list[Param]:
+    """Read, parse and check the space file ``path`` against the base config."""
+    origin = f"search space {path}"
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError(f"cannot read search space file {path}: {exc}") from None
+    params = parse_space(parse_yaml(text, origin), origin)
+    check_against(params, base, origin)
+    return params
+
+
+def space_dict(params: list[Param]) -> dict[str, dict[str, Any]]:
+    return {p.key: p.to_dict() for p in params}
+
+
+def overrides(params: list[Param], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{section: {key: value}} for the sampled ``values`` ({dotted key: config value})."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in params:
+        if p.key in values:
+            section, name = p.key.split(".")
+            out.setdefault(section, {})[name] = values[p.key]
+    return out
+
+
+__all__ = [
+    "Param",
+    "SpaceError",
+    "check_against",
+    "config_fields",
+    "load_space",
+    "overrides",
+    "parse_space",
+    "space_dict",
+]
