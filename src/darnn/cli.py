@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("sweep", help="hyperparameter sweeps on Optuna (+ summary)")
     sweep.add_subcommands(p)
+
+    from . import bench  # darnn against baselines; torch is imported only when it runs
+
+    bench.add_parser(commands)
     return parser
 
 

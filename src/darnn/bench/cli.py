@@ -1,0 +1,105 @@
+"""The ``darnn bench`` command (argparse glue only; torch is imported when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_INTERRUPTED = 130
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def name_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give one or more method names separated by commas")
+    return names
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register ``darnn bench`` on the subparsers ``commands``; returns its parser."""
+    p = commands.add_parser(
+        "bench",
+        help="darnn against same-parameter MLPs, random features and ablations",
+        description="Train and evaluate every method of configs/bench/DATASET.yaml (darnn "
+        "recipes and variants, same-parameter backprop MLPs, a perceptron) on the same "
+        "splits, for several seeds, with the same epochs; write results.json, table.md and "
+        "plots into --out. Selection uses validation only; test accuracy is the last "
+        "epoch's.",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        metavar="NAME",
+        help="a bench file configs/bench/NAME.yaml: fashion-mnist, entangled-fashion-mnist, "
+        "digits, mnist, kmnist",
+    )
+    p.add_argument("--seeds", type=positive_int, metavar="N", help="seeds 0..N-1 (default 3)")
+    p.add_argument(
+        "--quick", action="store_true", help="the bench file's reduced setting (its quick section)"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="new directory (default runs/TIME-bench-NAME); must be absent or empty",
+    )
+    p.add_argument(
+        "--methods",
+        type=name_list,
+        metavar="A,B,...",
+        help="run only these methods (a chain's name selects all its lambda values)",
+    )
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="epochs for every method")
+    p.add_argument("--limit-train", type=positive_int, metavar="N", help="keep N training samples")
+    p.add_argument(
+        "--hidden",
+        type=positive_int,
+        metavar="N",
+        help="total hidden units of every darnn method (a chain splits them in two)",
+    )
+    p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
+    p.add_argument("--device", help="cpu, cuda or cuda:N for every method")
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .. import rundir
+    from .methods import load_plan
+    from .report import TABLE_FILE
+    from .runner import run_bench
+
+    plan = load_plan(
+        args.dataset,
+        quick=args.quick,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        limit_train=args.limit_train,
+        hidden=args.hidden,
+        methods=args.methods,
+        data_dir=args.data_dir,
+        device=args.device,
+    )
+    out = Path(args.out) if args.out else rundir.default_run_dir(f"bench-{args.dataset}")
+    results = run_bench(plan, out, command=["darnn", *getattr(args, "argv", [])])
+    print((out / TABLE_FILE).read_text())
+    if results["status"] == "interrupted":
+        print(
+            f"darnn: bench interrupted after {len(results['records'])} runs; {out} holds "
+            "their results (results.json, table.md).",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(f"results, table and plots in {out}")
+    return 0

@@ -1,0 +1,208 @@
+"""The bench's report: table.md (mean ± std over seeds) and PNG plots from results.json.
+
+Plots: test accuracy against learned parameters, validation accuracy against epochs for
+every method (a chain's lambda values in a panel of their own), and, when the bench has a
+chain, test accuracy against lambda.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..plots import figure
+from ..runs import write_text
+from .methods import Plan
+
+TABLE_FILE = "table.md"
+PARAMS_PLOT, CURVES_PLOT, LAMBDA_PLOT = (
+    "accuracy_vs_params.png",
+    "learning_curves.png",
+    "lambda_recovery.png",
+)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(records: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+    """One row per method (in ``order``) aggregating its seeds."""
+    rows = []
+    for name in order:
+        runs = [r for r in records if r["method"] == name]
+        if not runs:
+            continue
+        test, test_std = mean_std([r["test_acc"] for r in runs])
+        val, val_std = mean_std([r["val_acc"] for r in runs])
+        epochs = max(len(r["val_curve"]) for r in runs)
+        curve = [
+            statistics.fmean(r["val_curve"][e] for r in runs if e < len(r["val_curve"]))
+            for e in range(epochs)
+        ]
+        first = runs[0]
+        rows.append(
+            {
+                "method": name,
+                "group": first["group"],
+                "kind": first["kind"],
+                "note": first.get("note", ""),
+                "lambda": first.get("lambda"),
+                "seeds": [r["seed"] for r in runs],
+                "test_mean": test,
+                "test_std": test_std,
+                "val_mean": val,
+                "val_std": val_std,
+                "epochs": first["epochs"],
+                "wall_time": statistics.fmean(r["wall_time"] for r in runs),
+                "samples_per_s": statistics.fmean(r["samples_per_s"] for r in runs),
+                "params": round(statistics.fmean(r["params"] for r in runs)),
+                "fixed_weights": round(statistics.fmean(r["fixed_weights"] for r in runs)),
+                "val_curve": curve,
+                "lr": sorted({r["lr"] for r in runs if "lr" in r}),
+                "width": sorted({r["width"] for r in runs if "width" in r}),
+            }
+        )
+    return rows
+
+
+def notes(row: dict[str, Any]) -> str:
+    parts = [row["note"]] if row["note"] else []
+    if row["kind"] == "mlp":
+        width = "/".join(str(w) for w in row["width"])
+        lr = "/".join(f"{v:g}" for v in row["lr"])
+        parts.append(f"width {width}, Adam lr {lr} (chosen on validation)")
+    return "; ".join(parts)
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown: a header saying what was run and how, then one row per method."""
+    bench, split = results["bench"], results["split"]
+    order = [m["name"] for m in bench["methods"]]
+    rows = summarize(results["records"], order)
+    seeds = ", ".join(str(s) for s in bench["seeds"])
+    data = bench["data"]
+    transform = f", transform {data['transform']}" if data.get("transform") else ""
+    lines = [
+        f"# darnn bench: {bench['dataset']}{' (quick)' if bench['quick'] else ''}",
+        "",
+        f"Same data and splits for every method: {split['n_train']} training, "
+        f"{split['n_val']} validation (taken from the training set, split_seed "
+        f"{data['split_seed']}) and {split['n_test']} test samples, {split['n_features']} "
+        f"features{transform}; {bench['epochs']} epochs for every method; seeds {seeds} "
+        "(mean ± sample std over seeds).",
+        "",
+        "Test accuracy is the last epoch's (no epoch, rate or setting is chosen on test); the "
+        "MLPs' learning rate is chosen on validation with the first seed and used for the "
+        "others, and their test split is evaluated once. `params`: trainable non-zeros "
+        "(for darnn: the support of every matrix that learns); `fixed`: non-zero frozen "
+        "weights used at prediction. Wall time per run, data loading included; samples/s "
+        "in training steps.",
+        "",
+        f"Command: `{shlex.join(results['command'])}`. Status: {results['status']}; total "
+        f"wall time {results['wall_time']:.0f} s. Split digest {split['split_digest'][:12]}.",
+        "",
+        "| method | test acc | val acc | epochs | wall s | samples/s | params | fixed | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['test_mean']:.4f} ± {r['test_std']:.4f} | "
+            f"{r['val_mean']:.4f} | {r['epochs']} | {r['wall_time']:.0f} | "
+            f"{r['samples_per_s']:.0f} | {r['params']:,} | {r['fixed_weights']:,} | "
+            f"{notes(r)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, plan: Plan, results: dict[str, Any]) -> None:
+    """table.md and the plots of ``results`` into ``out`` (plots only with records)."""
+    write_text(out / TABLE_FILE, table(results))
+    rows = summarize(results["records"], [m.name for m in plan.methods])
+    if not rows:
+        return
+    title = f"{plan.dataset}{' (quick)' if plan.quick else ''}"
+    plot_accuracy_vs_params(out / PARAMS_PLOT, rows, title)
+    plot_curves(out / CURVES_PLOT, rows, title)
+    chain = [r for r in rows if r["lambda"] is not None]
+    if chain:
+        plot_lambda(out / LAMBDA_PLOT, rows, chain, title)
+
+
+def plot_accuracy_vs_params(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    markers = {"darnn": "o", "mlp": "s", "perceptron": "^"}
+    with figure(path, 1, 1, (8, 5.5)) as axes:
+        ax = axes[0][0]
+        for r in rows:
+            ax.errorbar(
+                r["params"],
+                r["test_mean"],
+                yerr=r["test_std"],
+                marker=markers[r["kind"]],
+                capsize=3,
+                linestyle="none",
+            )
+            ax.annotate(
+                r["method"],
+                (r["params"], r["test_mean"]),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=7,
+            )
+        ax.set_xscale("log")
+        ax.set(
+            xlabel="trainable non-zero parameters",
+            ylabel="test accuracy (mean ± std over seeds)",
+            title=f"{title}: accuracy vs parameters (o darnn, □ MLP, △ perceptron)",
+        )
+        ax.grid(alpha=0.3)
+
+
+def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    chain = [r for r in rows if r["lambda"] is not None]
+    panels = [[r for r in rows if r["lambda"] is None], chain] if chain else [rows]
+    with figure(path, 1, len(panels), (7 * len(panels), 4.5)) as axes:
+        for ax, group in zip(axes[0], panels):
+            for r in group:
+                epochs = range(1, len(r["val_curve"]) + 1)
+                ax.plot(epochs, r["val_curve"], marker="o", markersize=3, label=r["method"])
+            ax.set(
+                xlabel="epoch",
+                ylabel="validation accuracy (mean over seeds)",
+                title=f"{title}: learning curves" + (" (chains)" if group is chain else ""),
+            )
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+
+
+def plot_lambda(
+    path: Path, rows: list[dict[str, Any]], chain: list[dict[str, Any]], title: str
+) -> None:
+    with figure(path, 1, 1, (7, 4.5)) as axes:
+        ax = axes[0][0]
+        for group in sorted({r["group"] for r in chain}):
+            pts = sorted((r for r in chain if r["group"] == group), key=lambda r: r["lambda"])
+            ax.errorbar(
+                [r["lambda"] for r in pts],
+                [r["test_mean"] for r in pts],
+                yerr=[r["test_std"] for r in pts],
+                marker="o",
+                capsize=3,
+                label=group,
+            )
+        for r in rows:  # single-module darnn references as horizontal lines
+            if r["kind"] == "darnn" and r["lambda"] is None and math.isfinite(r["test_mean"]):
+                ax.axhline(r["test_mean"], linestyle="--", linewidth=0.8, color="gray")
+                ax.annotate(r["method"], (0, r["test_mean"]), fontsize=7, color="gray")
+        ax.set(
+            xlabel="inter-module coupling lambda (both ways)",
+            ylabel="test accuracy (mean ± std)",
+            title=f"{title}: two-module chain vs lambda",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")

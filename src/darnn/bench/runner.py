@@ -1,0 +1,286 @@
+"""Running a bench: every selected method x seed on one dataset, with identical splits.
+
+The data are loaded once, before anything is written, and every method gets them: the
+darnn runs through their config's ``data`` section, which the plan set to the bench's own
+for every method (each darnn run records the fingerprint of the training data it actually
+used, and so does every baseline), the baselines through the arrays themselves. darnn runs
+are ordinary ``darnn train`` run directories under OUT/runs/METHOD/seedK.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import rundir, training
+from ..baselines import Split, fit_perceptron, matched_width, parameter_counts, tune_mlp
+from ..data import Dataset
+from ..network import Network
+from ..runs import RunError, write_json
+from .methods import Method, Plan
+from .report import write_report
+
+RESULTS_FILE = "results.json"
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that exists and is not an empty directory (before any work)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(
+            f"Output directory {out} already exists and is not empty; choose another --out "
+            "(or omit it for a new directory under runs/)."
+        )
+
+
+def split_digest(data: Dataset) -> str:
+    """SHA-256 of all six arrays: the same digest means the same train/val/test splits."""
+    digest = hashlib.sha256()
+    for a in (data.X_train, data.y_train, data.X_val, data.y_val, data.X_test, data.y_test):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def count_parameters(method: Method, data: Dataset, seed: int) -> dict[str, int]:
+    """Learned and fixed non-zeros of a darnn method's network as built with ``seed``."""
+    assert method.config is not None
+    try:
+        net = Network(method.config.network, data.n_features, data.n_classes, seed=seed)
+    except ValueError as exc:  # too large for memory, modules of unequal size, ...
+        raise RunError(f"method {method.name!r}: {exc}") from None
+    return parameter_counts(net, method.config.learning)
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during a run: the bench stops and reports what it finished."""
+
+
+class Bench:
+    """One bench run into ``out`` (see `run_bench`)."""
+
+    def __init__(self, plan: Plan, out: Path, data: Dataset, log: Callable[[str], None]) -> None:
+        self.plan, self.out, self.data, self.log = plan, out, data, log
+        self.fingerprint = training.data_fingerprint(data)
+        self.split = {
+            "n_train": len(data.y_train),
+            "n_val": len(data.y_val),
+            "n_test": len(data.y_test),
+            "n_features": data.n_features,
+            "n_classes": data.n_classes,
+            "source": data.source,
+            "split_digest": split_digest(data),
+            "train_fingerprint": self.fingerprint,
+        }
+        self.tuned_lr: dict[str, float] = {}  # mlp method -> lr chosen on the first seed
+
+    # ----- darnn
+    def run_darnn(self, method: Method, seed: int) -> dict[str, Any]:
+        assert method.config is not None
+        config = dataclasses.replace(
+            method.config, train=dataclasses.replace(method.config.train, seed=seed)
+        )
+        run_dir = self.out / "runs" / method.name / f"seed{seed}"
+        command = self.plan.train_command(method, seed)
+        tick = time.perf_counter()
+        summary = training.train(config, run_dir, progress=False, command=shlex.split(command))
+        wall = time.perf_counter() - tick
+        if summary["status"] != "completed":
+            raise Interrupted
+        metrics = [
+            json.loads(line)
+            for line in (run_dir / training.METRICS_FILE).read_text().splitlines()
+            if line.strip()
+        ]
+        checkpoint = run_dir / training.CHECKPOINT_FILE
+        fingerprint = read_fingerprint(checkpoint)
+        checkpoint.unlink()  # the run is complete; its model file stays (saves disk space)
+        last = metrics[-1]
+        train_time = sum(m["train_time"] for m in metrics)
+        counts = count_parameters(method, self.data, seed)
+        return {
+            "epochs": last["epoch"],
+            "val_acc": last["val_acc"],
+            "test_acc": last["test_acc"],  # the last epoch's: no epoch is chosen on test
+            "val_curve": [m["val_acc"] for m in metrics],
+            "wall_time": wall,
+            "train_time": train_time,
+            "samples_per_s": len(self.data.y_train) * len(metrics) / max(train_time, 1e-9),
+            "params": counts["learned"],
+            "fixed_weights": counts["fixed"],
+            "train_fingerprint": fingerprint,
+            "config": config.to_dict(),
+            "command": command,
+            "run_dir": str(run_dir.relative_to(self.out)),
+            "dynamics": {
+                k: last[k] for k in ("unstable", "free_sweeps", "eval_sweeps", "eval_converged")
+            },
+        }
+
+    # ----- baselines
+    def splits(self, device: str) -> tuple[Split, Split, Split]:
+        d = self.data
+        return (
+            Split.of(d.X_train, d.y_train, device),
+            Split.of(d.X_val, d.y_val, device),
+            Split.of(d.X_test, d.y_test, device),
+        )
+
+    def run_mlp(self, method: Method, seed: int) -> dict[str, Any]:
+        assert method.match is not None and method.activation is not None
+        target = self.plan.method(method.match)
+        assert target.config is not None
+        params = count_parameters(target, self.data, seed)["learned"]
+        width = matched_width(params, self.data.n_features, self.data.n_classes)
+        tuned = self.tuned_lr.get(method.name)
+        lrs = method.lrs if tuned is None else (tuned,)
+        tick = time.perf_counter()
+        result = tune_mlp(
+            *self.splits(target.config.train.device),
+            n_classes=self.data.n_classes,
+            activation=method.activation,
+            width=width,
+            epochs=self.plan.epochs,
+            batch_size=method.batch_size,
+            lrs=lrs,
+            seed=seed,
+            threads=target.config.train.threads,
+        )
+        wall = time.perf_counter() - tick
+        if tuned is None:
+            self.tuned_lr[method.name] = result["lr"]
+            source = f"chosen on validation (seed {seed}) from {list(method.lrs)}"
+        else:
+            source = f"chosen on validation with seed {self.plan.seeds[0]}"
+            result.pop("lr_grid")
+        return {
+            **result,
+            "epochs": self.plan.epochs,
+            "wall_time": wall,
+            "fixed_weights": 0,
+            "params_target": params,
+            "lr_source": source,
+            "train_fingerprint": self.fingerprint,
+            "config": {
+                "activation": method.activation,
+                "width": width,
+                "match": method.match,
+                "params_target": params,
+                "optimizer": "Adam",
+                "loss": "cross-entropy",
+                "lrs": list(lrs),
+                "batch_size": method.batch_size,
+                "epochs": self.plan.epochs,
+                "device": target.config.train.device,
+            },
+        }
+
+    def run_perceptron(self, method: Method, seed: int) -> dict[str, Any]:
+        tick = time.perf_counter()
+        result = fit_perceptron(
+            *self.splits("cpu"),
+            n_classes=self.data.n_classes,
+            epochs=self.plan.epochs,
+            batch_size=method.batch_size,
+            seed=seed,
+        )
+        return {
+            **result,
+            "epochs": self.plan.epochs,
+            "wall_time": time.perf_counter() - tick,
+            "fixed_weights": 0,
+            "train_fingerprint": self.fingerprint,
+            "config": {"batch_size": method.batch_size, "epochs": self.plan.epochs, "bias": True},
+        }
+
+    def run(self, method: Method, seed: int) -> dict[str, Any]:
+        runner = {"darnn": self.run_darnn, "mlp": self.run_mlp, "perceptron": self.run_perceptron}
+        result = runner[method.kind](method, seed)
+        return {
+            "method": method.name,
+            "group": method.group,
+            "kind": method.kind,
+            "seed": seed,
+            "note": method.note,
+            **({"lambda": method.lam} if method.lam is not None else {}),
+            "data": dataclasses.asdict(self.plan.data),
+            **result,
+        }
+
+
+def read_fingerprint(checkpoint: Path) -> str | None:
+    """The training-data fingerprint a darnn run recorded in its checkpoint."""
+    import safetensors
+
+    with safetensors.safe_open(str(checkpoint), framework="pt") as f:
+        state = json.loads((f.metadata() or {}).get("state", "{}"))
+    return state.get("data_fingerprint")
+
+
+def run_bench(
+    plan: Plan,
+    out: Path,
+    *,
+    command: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``plan`` into the new directory ``out``; returns results.json's content.
+
+    Everything a user can get wrong (the directory, the data, a network that cannot be
+    built) fails before anything is written. "status" is "completed", or "interrupted"
+    after Ctrl-C / SIGTERM (the files then hold the runs that finished).
+    """
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    check_out(out)
+    data = training.load_data(plan.data)
+    for method in plan.methods:  # every network builds (memory, shapes) and its device exists
+        target = plan.method(method.match) if method.match else method
+        if target.config is not None:
+            training.resolve_device(target.config.train.device)
+            count_parameters(target, data, plan.seeds[0])
+    created = rundir.claim(out, resumable=False)
+    try:
+        rundir.write_run_info(out, plan.to_dict(), seed=None, command=command)
+    except BaseException:
+        rundir.discard(out, created)
+        raise
+    bench = Bench(plan, out, data, log)
+    records: list[dict[str, Any]] = []
+    status, started = "completed", time.perf_counter()
+    total = len(plan.methods) * len(plan.seeds)
+
+    def save() -> dict[str, Any]:
+        results = {
+            "status": status,
+            "command": list(sys.argv if command is None else command),
+            "bench": plan.to_dict(),
+            "split": bench.split,
+            "wall_time": time.perf_counter() - started,
+            "records": records,
+        }
+        write_json(out / RESULTS_FILE, results)
+        return results
+
+    try:
+        for method in plan.methods:
+            for seed in plan.seeds:
+                record = bench.run(method, seed)
+                records.append(record)
+                log(
+                    f"[{len(records)}/{total}] {method.name} seed {seed}: val "
+                    f"{record['val_acc']:.4f} test {record['test_acc']:.4f} "
+                    f"({record['wall_time']:.0f} s)"
+                )
+                save()
+    except (Interrupted, KeyboardInterrupt):
+        status = "interrupted"
+    results = save()
+    write_report(out, plan, results)
+    return results

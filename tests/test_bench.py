@@ -1,0 +1,295 @@
+"""``darnn bench``: the CLI end to end on digits, parameter matching, the random-features
+variant, validation-only learning-rate selection, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from darnn import cli
+from darnn.baselines import (
+    Split,
+    matched_width,
+    mlp_parameters,
+    parameter_counts,
+    tune_mlp,
+)
+from darnn.bench.methods import load_plan
+from darnn.data import load_dataset
+from darnn.dynamics import spin_sign
+from darnn.epoch import fit_epoch, seeded_generators
+from darnn.learning import predict_scores
+from darnn.network import Network
+from darnn.runconfig import ConfigError, RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--dataset", "digits", "--quick", "--seeds", "2", "--epochs", "2", "--hidden", "48"]
+METHODS = "darnn,random_features,reservoir,chain_jd0_lambda2.5,mlp_relu,mlp_sign,perceptron"
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_user_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    assert err.startswith("darnn: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_quick_digits_through_the_cli(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "bench"
+    code, stdout, err = run_main(capsys, "bench", *TINY, "--methods", METHODS, "--out", str(out))
+    assert code == 0, err
+    for name in (
+        "results.json",
+        "table.md",
+        "accuracy_vs_params.png",
+        "learning_curves.png",
+        "lambda_recovery.png",
+        "config.yaml",
+        "meta.json",
+    ):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    records = results["records"]
+    names = METHODS.split(",")
+    assert results["status"] == "completed"
+    assert [(r["method"], r["seed"]) for r in records] == [(m, s) for m in names for s in (0, 1)]
+
+    # Same data, splits and epochs for every method: the bench's data section, and the
+    # fingerprint of the training data each run actually used (darnn runs read it back
+    # from their own checkpoint).
+    data = load_dataset("digits", val_size=0.1, seed=0)
+    split = results["split"]
+    assert (split["n_train"], split["n_val"], split["n_test"]) == (
+        len(data.y_train),
+        len(data.y_val),
+        len(data.y_test),
+    )
+    for r in records:
+        assert r["data"] == results["bench"]["data"]
+        assert r["train_fingerprint"] == split["train_fingerprint"]
+        assert r["epochs"] == 2 and len(r["val_curve"]) == 2
+        assert r["val_acc"] == r["val_curve"][-1]
+        assert 0.0 <= r["test_acc"] <= 1.0
+        if r["kind"] == "darnn":
+            run = out / r["run_dir"]
+            assert (
+                RunConfig.from_dict(r["config"]).data
+                == RunConfig.from_dict({"data": results["bench"]["data"]}).data
+            )
+            metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            assert r["test_acc"] == metrics[-1]["test_acc"]  # the last epoch, not the best
+            assert r["config"]["train"]["seed"] == r["seed"]
+            assert r["command"].startswith("darnn train --config configs/default.yaml")
+
+    by = {(r["method"], r["seed"]): r for r in records}
+    rf = by["random_features", 0]
+    assert rf["fixed_weights"] > 0 and rf["params"] == 10 * 48  # only W_out learns
+    assert by["chain_jd0_lambda2.5", 0]["config"]["network"]["hidden"] == [24, 24]
+    for name in ("mlp_relu", "mlp_sign"):
+        first, second = by[name, 0], by[name, 1]
+        assert abs(first["params"] - first["params_target"]) <= (64 + 10 + 1) // 2 + 1
+        assert first["params_target"] == by["darnn", 0]["params"]
+        assert first["test_evaluations"] == second["test_evaluations"] == 1
+        grid = first["lr_grid"]  # validation only: no test numbers in the grid
+        assert [g["lr"] for g in grid] == [3e-4, 1e-3, 3e-3]
+        assert all(set(g) == {"lr", "val_acc", "train_time"} for g in grid)
+        best = max(grid, key=lambda g: g["val_acc"])  # the first on a tie, like the bench
+        assert first["lr"] == best["lr"] and first["val_acc"] == best["val_acc"]
+        assert second["lr"] == first["lr"] and "lr_grid" not in second
+    assert by["perceptron", 0]["test_acc"] > 0.5  # 10 classes: chance is 0.1
+
+    table = (out / "table.md").read_text()
+    assert table in stdout
+    for name in names:
+        assert f"| {name} | " in table
+
+
+def test_matched_width_is_closest_parameter_count() -> None:
+    for params, n_in, n_out in [(890_886, 784, 10), (1_000, 64, 10), (5, 64, 10), (10**6, 100, 3)]:
+        w = matched_width(params, n_in, n_out)
+        assert w >= 1
+        gap = abs(mlp_parameters(n_in, w, n_out) - params)
+        for other in (w - 1, w + 1):
+            if other >= 1:
+                assert abs(mlp_parameters(n_in, other, n_out) - params) >= gap
+    assert mlp_parameters(784, 1120, 10) == 890_410  # 784*1120 + 1120 + 1120*10 + 10
+
+
+def test_darnn_parameter_count_is_its_trainable_nonzeros() -> None:
+    config = RunConfig.from_dict(
+        {"network": {"hidden": [300], "j_density": 0.05, "w_in_density": 0.2}}
+    )
+    net = Network(config.network, 64, 10, seed=0)
+    support = sum(int(m.support().sum()) for m in (net.w_in[0], net.recurrent.J[0], net.w_out))
+    counts = parameter_counts(net, config.learning)
+    assert counts == {"learned": support, "fixed": 0}
+    assert int(net.recurrent.J[0].support().diagonal().sum()) == 0  # J_D is not a parameter
+    frozen = parameter_counts(
+        net, RunConfig.from_dict({"learning": {"lr_in": 0.0, "lr_j": 0.0}}).learning
+    )
+    assert frozen["learned"] == 300 * 10
+    assert frozen["fixed"] == support - 300 * 10
+
+
+def test_random_features_variant_is_sign_of_the_input_projection() -> None:
+    plan = load_plan("digits", hidden=200, epochs=1, methods=["random_features", "darnn"])
+    rf, darnn_method = plan.methods[1], plan.methods[0]
+    assert rf.name == "random_features" and rf.config is not None
+    assert darnn_method.config is not None
+    cfg = rf.config
+    # The recipe's own self-coupling stays: J_D s only reinforces s = sign(W_in x).
+    assert cfg.network.j_d == darnn_method.config.network.j_d > 0
+    data = load_dataset("digits", val_size=0.1, seed=0)
+    X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
+    net = Network(cfg.network, data.n_features, data.n_classes, seed=0)
+    assert not any(bool(m.to_dense().any()) for m in net.recurrent.J)  # no recurrence
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    order, dynamics = seeded_generators(0)
+    fit_epoch(
+        net,
+        X,
+        y,
+        cfg.learning,
+        32,
+        torch.randperm(len(y), generator=order),
+        generator=dynamics,
+        threads=1,
+    )
+    after = net.state_dict()
+    for key in before:  # only the readout learned
+        assert torch.equal(before[key], after[key]) == (not key.startswith("w_out")), key
+    Xe = torch.from_numpy(data.X_test)
+    scores, relaxed = predict_scores(net, Xe, cfg.learning)
+    expected = spin_sign(net.input_drives(Xe)[0])
+    assert torch.equal(relaxed.states[0], expected)  # +-1 states: exact comparison
+    assert bool(relaxed.converged.all())
+    torch.testing.assert_close(scores, net.readout(expected))
+
+
+class CountingSplit:
+    """A split that counts how often its features are read (one read per evaluation)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.split, self.reads = Split.of(X, y), 0
+
+    @property
+    def X(self) -> torch.Tensor:
+        self.reads += 1
+        return self.split.X
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.split.y
+
+
+def test_mlp_learning_rate_is_chosen_on_validation_and_test_read_once() -> None:
+    data = load_dataset("digits", val_size=0.2, seed=0)
+    train, val = Split.of(data.X_train, data.y_train), Split.of(data.X_val, data.y_val)
+    test = CountingSplit(data.X_test, data.y_test)
+    result = tune_mlp(
+        train,
+        val,
+        test,  # type: ignore[arg-type]
+        n_classes=10,
+        activation="relu",
+        width=16,
+        epochs=3,
+        batch_size=32,
+        lrs=[1e-7, 1e-2],  # the first cannot learn in 3 epochs
+        seed=0,
+        threads=1,
+    )
+    assert test.reads == 1 and result["test_evaluations"] == 1
+    vals = [g["val_acc"] for g in result["lr_grid"]]
+    assert vals[1] > vals[0] and result["lr"] == 1e-2
+    assert result["val_curve"][-1] == vals[1]
+    assert result["params"] == mlp_parameters(64, 16, 10)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--dataset", "nope"], ["unknown bench dataset 'nope'", "fashion-mnist"]),
+        (["--dataset", "digits", "--methods", "darnn,nope"], ["unknown method(s) 'nope'"]),
+        (["--dataset", "digits", "--hidden", "47", "--methods", "chain_jd0"], ["even size"]),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], fragments: list[str]
+) -> None:
+    out = tmp_path / "bench"
+    code, _, err = run_main(capsys, "bench", *args, "--out", str(out))
+    assert_user_error(code, err, *fragments)
+    assert not out.exists()
+
+
+def test_non_empty_out_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    code, _, err = run_main(capsys, "bench", *TINY, "--out", str(tmp_path))
+    assert_user_error(code, err, "not empty", str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def bench_dir(tmp_path: Path, text: str) -> Path:
+    """A working directory with configs/default.yaml and configs/bench/custom.yaml."""
+    (tmp_path / "configs" / "bench").mkdir(parents=True)
+    shutil.copy(ROOT / "configs" / "default.yaml", tmp_path / "configs" / "default.yaml")
+    (tmp_path / "configs" / "bench" / "custom.yaml").write_text(text)
+    return tmp_path
+
+
+def test_missing_data_files_exit_2_and_write_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(
+        bench_dir(
+            tmp_path,
+            f"data: {{name: mnist, download: false, data_dir: {empty}}}\nepochs: 1\n"
+            "methods: {darnn: {recipe: default.yaml}}\n",
+        )
+    )
+    code, _, err = run_main(capsys, "bench", "--dataset", "custom", "--out", "b")
+    assert_user_error(code, err, "'mnist' was not found")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("methods", "fragment"),
+    [
+        ("{a: {recipe: default.yaml, overrides: [data.limit_train=5]}}", "bench fixes"),
+        ("{a: {recipe: default.yaml, overrides: [train.epochs=5]}}", "bench fixes"),
+        ("{a: {recipe: nope.yaml}}", "recipe='nope.yaml'"),
+        ("{a: {kind: mlp, activation: relu, match: b}}", "match='b'"),
+        ("{a: {kind: mlp, activation: tanh, match: a}}", "activation='tanh'"),
+        ("{a: {recipe: default.yaml, variant: chain}}", "lambdas"),
+        ("{a: {recipe: default.yaml, overrides: [network.j_d=oops]}}", "network.j_d"),
+    ],
+)
+def test_bench_file_errors_name_the_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, methods: str, fragment: str
+) -> None:
+    monkeypatch.chdir(
+        bench_dir(tmp_path, f"data: {{name: digits}}\nepochs: 1\nmethods: {methods}\n")
+    )
+    with pytest.raises(ConfigError) as info:
+        load_plan("custom")
+    assert fragment in str(info.value)
