@@ -148,6 +148,12 @@ def test_bad_spaces_name_the_key(tmp_path: Path, space: dict, words: list[str]) 
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["fashion_default", "deep_chain", "digits_quick"])
+def test_shipped_spaces_are_valid(name: str) -> None:
+    path = Path(__file__).parents[1] / "configs" / "spaces" / f"{name}.yaml"
+    assert len(load_space(path, RunConfig())) >= 5
+
+
 # ---------------------------------------------------------------- bad input: exit 2, no files
 
 
@@ -202,6 +208,18 @@ def test_bad_input_exits_2_and_writes_nothing(
     if case == "other space":
         assert "different search space" in err and "learning.lr_j" in err
         assert digest(existing) == before
+
+
+def test_without_optuna_the_error_says_how_to_install_it(
+    tmp_path: Path,
+    files: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
+    assert main(sweep_args(files, tmp_path / "sweep", 2)) == 2
+    assert "pip install -e '.[sweep]'" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
 
 
 # ---------------------------------------------------------------- workers
@@ -443,9 +461,3 @@ def test_interrupted_trial_is_queued_again(tmp_path: Path, files: dict[str, str]
     assert rerun.returncode == 0, rerun.stderr
     first, retry = load(storage, "space").trials
     assert retry.state == TrialState.COMPLETE and retry.params == first.params
-
-
-@pytest.mark.parametrize("name", ["fashion_default", "deep_chain", "digits_quick"])
-def test_shipped_spaces_are_valid(name: str) -> None:
-    path = Path(__file__).parents[1] / "configs" / "spaces" / f"{name}.yaml"
-    assert len(load_space(path, RunConfig())) >= 5

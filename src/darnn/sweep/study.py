@@ -21,11 +21,13 @@ command completes the study.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -34,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 from ..runconfig import ConfigError, RunConfig, load_run_config
 from ..runs import RunError
@@ -102,7 +105,7 @@ def shown_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported by check_storage
+    except Exception:  # an unparsable URL is reported by read_storage
         return url
 
 
@@ -132,6 +135,19 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def reading(url: str) -> tuple[str, dict[str, Any]]:
+    """URL and engine arguments that read ``url`` without writing to it.
+
+    A SQLite file is opened read-only through an SQLite URI (built here, so that no URL
+    parser decodes the file name on the way: '#', '?' and '%' stay part of it).
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return url, engine_kwargs(url)
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    return "sqlite://", {"creator": functools.partial(sqlite3.connect, uri, uri=True, timeout=60)}
+
+
 @dataclass
 class StoredStudy:
     """What a storage holds, read without writing anything."""
@@ -157,13 +173,11 @@ def read_storage(url: str, study_name: str | None) -> StoredStudy:
             "such as sqlite:///sweeps/NAME/study.db or "
             "postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
         ) from None
-    read_url = url
-    if path is not None:
-        if not path.exists():
-            return StoredStudy([], None)
-        read_url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"  # read-only: no writes
+    if path is not None and not path.exists():
+        return StoredStudy([], None)
+    read_url, read_kwargs = reading(url)
     try:
-        engine = sqlalchemy.create_engine(read_url, **engine_kwargs(url))
+        engine = sqlalchemy.create_engine(read_url, **read_kwargs)
         try:
             with engine.connect() as connection:
                 tables = set(sqlalchemy.inspect(connection).get_table_names())
@@ -186,10 +200,10 @@ def read_storage(url: str, study_name: str | None) -> StoredStudy:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             storage = optuna.storages.RDBStorage(
-                read_url, engine_kwargs=engine_kwargs(url), skip_table_creation=True
+                read_url, engine_kwargs=read_kwargs, skip_table_creation=True
             )
         try:
-            names = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
+            names = list(optuna.get_all_study_names(storage))
             attrs = None
             if study_name in names:
                 attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name))
@@ -315,8 +329,6 @@ def prepare_sweep(
     check_data: bool = True,
 ) -> SweepSpec:
     """Check everything a user can get wrong, writing nothing; returns the sweep to run."""
-    from ..data import DataError
-
     for name, value, minimum in (
         ("--trials", trials, 1),
         ("--heartbeat", heartbeat, 1),
@@ -372,10 +384,7 @@ def prepare_sweep(
     if check_data and "data.name" not in spec.space:  # one clear error, not N failed trials
         from ..training import load_data
 
-        try:
-            load_data(base.data)
-        except DataError:
-            raise
+        load_data(base.data)
     return spec
 
 
@@ -481,8 +490,8 @@ class Gate:
         self.lock, self.held = lock, False
 
     def acquire(self) -> None:
-        self.lock.acquire()
-        self.held = True
+        # Held for milliseconds; a sibling killed while holding it must not block the rest.
+        self.held = bool(self.lock.acquire(timeout=30))
 
     def release(self) -> None:
         if self.held:

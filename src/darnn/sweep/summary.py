@@ -20,6 +20,7 @@ from .study import (
     SweepError,
     import_optuna,
     read_storage,
+    reading,
     shown_url,
     sqlite_path,
     storage_url,
@@ -60,16 +61,21 @@ def open_study(storage: str | None, study: str | None) -> tuple[Any, str]:
             f"{what} is not in storage {shown_url(url)} (it holds: {held}); give "
             "--study NAME and the --storage the sweep used"
         )
-    path = sqlite_path(url)
-    read_url = url if path is None else f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
-    from .study import engine_kwargs
-
+    read_url, read_kwargs = reading(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rdb = optuna.storages.RDBStorage(
-            read_url, engine_kwargs=engine_kwargs(url), skip_table_creation=True
+            read_url, engine_kwargs=read_kwargs, skip_table_creation=True
         )
     return optuna.load_study(study_name=study, storage=rdb), url
+
+
+def shown_path(path: str) -> str:
+    """A run directory relative to the current folder when it lies inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def fmt(value: Any) -> str:
@@ -88,14 +94,16 @@ def best_table(study: Any, top: int) -> str:
     if not done:
         return "no complete trial yet"
     keys = sorted({k for t in done for k in t.params})
-    header = ["rank", "trial", metric, *keys, "run dir"]
+    hosts = len({t.user_attrs.get("host") for t in done}) > 1  # run dirs are on their host
+    header = ["rank", "trial", metric, *keys, *(["host"] if hosts else []), "run dir"]
     rows = [
         [
             str(rank),
             str(t.number),
             f"{t.value:.4f}",
             *(fmt(t.params.get(k, "-")) for k in keys),
-            str(t.user_attrs.get(RUN_DIR, "-")),
+            *([str(t.user_attrs.get("host", "-"))] if hosts else []),
+            shown_path(str(t.user_attrs.get(RUN_DIR, "-"))),
         ]
         for rank, t in enumerate(done[:top], 1)
     ]
@@ -192,7 +200,7 @@ def summarize(
         lines += ["", "failed trials:", *failures]
     plots, skipped = write_plots(study, out_dir)
     if plots:
-        lines += ["", "plots:", *(f"  {p}" for p in plots)]
+        lines += ["", "plots:", *(f"  {shown_path(str(p.resolve()))}" for p in plots)]
     for name, why in skipped.items():
         lines.append(f"  {name}: not drawn ({why})")
     return Summary(study.study_name, url, "\n".join(lines), plots, skipped)
