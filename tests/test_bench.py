@@ -29,7 +29,9 @@ from darnn.runconfig import ConfigError, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--quick", "--seeds", "2", "--epochs", "2", "--hidden", "48"]
-METHODS = "darnn,random_features,reservoir,chain_jd0_lambda2.5,mlp_relu,mlp_sign,perceptron"
+METHODS = (
+    "darnn,random_features,reservoir,mlp_relu,mlp_sign,perceptron,darnn_n400,chain_jd0_lambda2.5"
+)
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -96,6 +98,11 @@ def test_quick_digits_through_the_cli(
             assert r["command"].startswith("darnn train --config configs/default.yaml")
 
     by = {(r["method"], r["seed"]): r for r in records}
+    # --hidden made the reference width equal to the main one: trained once, reused.
+    reused = by["darnn_n400", 1]
+    assert reused["reused_from"] == by["darnn", 1]["run_dir"] == "runs/darnn/seed1"
+    assert reused["config"] == by["darnn", 1]["config"]
+    assert not (out / "runs" / "darnn_n400").exists()
     rf = by["random_features", 0]
     assert rf["fixed_weights"] > 0 and rf["params"] == 10 * 48  # only W_out learns
     assert by["chain_jd0_lambda2.5", 0]["config"]["network"]["hidden"] == [24, 24]

@@ -100,8 +100,9 @@ def table(results: dict[str, Any]) -> str:
         "MLPs' learning rate is chosen on validation with the first seed and used for the "
         "others, and their test split is evaluated once. `params`: trainable non-zeros "
         "(for darnn: the support of every matrix that learns); `fixed`: non-zero frozen "
-        "weights used at prediction. Wall time per run, data loading included; samples/s "
-        "in training steps.",
+        "weights used at prediction. Wall time per run, data loading included (for the "
+        "MLPs the first seed's includes the learning-rate search); samples/s in training "
+        "steps.",
         "",
         f"Command: `{shlex.join(results['command'])}`. Status: {results['status']}; total "
         f"wall time {results['wall_time']:.0f} s. Split digest {split['split_digest'][:12]}.",
@@ -198,7 +199,15 @@ def plot_lambda(
         for r in rows:  # single-module darnn references as horizontal lines
             if r["kind"] == "darnn" and r["lambda"] is None and math.isfinite(r["test_mean"]):
                 ax.axhline(r["test_mean"], linestyle="--", linewidth=0.8, color="gray")
-                ax.annotate(r["method"], (0, r["test_mean"]), fontsize=7, color="gray")
+                ax.text(  # x in axes units, y in data units: always inside the frame
+                    0.01,
+                    r["test_mean"],
+                    r["method"],
+                    transform=ax.get_yaxis_transform(),
+                    fontsize=7,
+                    color="gray",
+                    va="bottom",
+                )
         ax.set(
             xlabel="inter-module coupling lambda (both ways)",
             ylabel="test accuracy (mean ± std)",

@@ -25,6 +25,7 @@ from .. import rundir, training
 from ..baselines import Split, fit_perceptron, matched_width, parameter_counts, tune_mlp
 from ..data import Dataset
 from ..network import Network
+from ..runconfig import config_digest
 from ..runs import RunError, write_json
 from .methods import Method, Plan
 from .report import write_report
@@ -80,10 +81,20 @@ class Bench:
             "train_fingerprint": self.fingerprint,
         }
         self.tuned_lr: dict[str, float] = {}  # mlp method -> lr chosen on the first seed
+        self.done: dict[tuple[str, int], dict[str, Any]] = {}  # (config digest, seed) -> result
 
     # ----- darnn
     def run_darnn(self, method: Method, seed: int) -> dict[str, Any]:
+        """Train one darnn run, or reuse the result of an identical config and seed (e.g.
+        a reference width that --quick or --hidden made equal to the main method's)."""
         assert method.config is not None
+        key = (config_digest(method.config), seed)
+        if key in self.done:
+            return {**self.done[key], "reused_from": self.done[key]["run_dir"]}
+        self.done[key] = result = self.train_darnn(method, seed)
+        return result
+
+    def train_darnn(self, method: Method, seed: int) -> dict[str, Any]:
         config = dataclasses.replace(
             method.config, train=dataclasses.replace(method.config.train, seed=seed)
         )
