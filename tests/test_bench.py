@@ -100,7 +100,8 @@ def test_quick_digits_through_the_cli(
     by = {(r["method"], r["seed"]): r for r in records}
     # --hidden made the reference width equal to the main one: trained once, reused.
     reused = by["darnn_n400", 1]
-    assert reused["reused_from"] == by["darnn", 1]["run_dir"] == "runs/darnn/seed1"
+    assert reused["reused_from"] == "darnn"
+    assert reused["run_dir"] == by["darnn", 1]["run_dir"] == "runs/darnn/seed1"
     assert reused["config"] == by["darnn", 1]["config"]
     assert not (out / "runs" / "darnn_n400").exists()
     rf = by["random_features", 0]
@@ -123,6 +124,7 @@ def test_quick_digits_through_the_cli(
     assert table in stdout
     for name in names:
         assert f"| {name} | " in table
+    assert "same config and runs as darnn" in table
 
 
 def test_matched_width_is_closest_parameter_count() -> None:

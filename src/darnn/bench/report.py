@@ -65,6 +65,7 @@ def summarize(records: list[dict[str, Any]], order: list[str]) -> list[dict[str,
                 "val_curve": curve,
                 "lr": sorted({r["lr"] for r in runs if "lr" in r}),
                 "width": sorted({r["width"] for r in runs if "width" in r}),
+                "reused_from": sorted({r["reused_from"] for r in runs if "reused_from" in r}),
             }
         )
     return rows
@@ -72,6 +73,8 @@ def summarize(records: list[dict[str, Any]], order: list[str]) -> list[dict[str,
 
 def notes(row: dict[str, Any]) -> str:
     parts = [row["note"]] if row["note"] else []
+    if row["reused_from"]:  # an identical config (e.g. widths made equal by --quick)
+        parts.append(f"same config and runs as {', '.join(row['reused_from'])}")
     if row["kind"] == "mlp":
         width = "/".join(str(w) for w in row["width"])
         lr = "/".join(f"{v:g}" for v in row["lr"])

@@ -81,7 +81,8 @@ class Bench:
             "train_fingerprint": self.fingerprint,
         }
         self.tuned_lr: dict[str, float] = {}  # mlp method -> lr chosen on the first seed
-        self.done: dict[tuple[str, int], dict[str, Any]] = {}  # (config digest, seed) -> result
+        # (config digest, seed) -> (method that trained it, its result)
+        self.done: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
 
     # ----- darnn
     def run_darnn(self, method: Method, seed: int) -> dict[str, Any]:
@@ -90,8 +91,10 @@ class Bench:
         assert method.config is not None
         key = (config_digest(method.config), seed)
         if key in self.done:
-            return {**self.done[key], "reused_from": self.done[key]["run_dir"]}
-        self.done[key] = result = self.train_darnn(method, seed)
+            first, result = self.done[key]
+            return {**result, "reused_from": first}
+        result = self.train_darnn(method, seed)
+        self.done[key] = (method.name, result)
         return result
 
     def train_darnn(self, method: Method, seed: int) -> dict[str, Any]:
@@ -284,10 +287,14 @@ def run_bench(
             for seed in plan.seeds:
                 record = bench.run(method, seed)
                 records.append(record)
+                took = (
+                    f"same config as {record['reused_from']}: reused"
+                    if "reused_from" in record
+                    else f"{record['wall_time']:.0f} s"
+                )
                 log(
                     f"[{len(records)}/{total}] {method.name} seed {seed}: val "
-                    f"{record['val_acc']:.4f} test {record['test_acc']:.4f} "
-                    f"({record['wall_time']:.0f} s)"
+                    f"{record['val_acc']:.4f} test {record['test_acc']:.4f} ({took})"
                 )
                 save()
     except (Interrupted, KeyboardInterrupt):
