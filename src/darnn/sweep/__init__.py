@@ -1,7 +1,8 @@
 """Hyperparameter sweeps on Optuna: ``darnn sweep`` and ``darnn sweep summary``.
 
-``space`` reads and checks a SPACE.yaml, ``study`` runs the study (storage, objective,
-workers), ``summary`` prints the best trials and draws plots, ``cli`` is the argparse glue.
+``space`` reads and checks a SPACE.yaml, ``storage`` opens Optuna's database, ``study``
+checks a sweep and creates its study, ``objective`` trains one trial, ``workers`` run the
+trials, ``summary`` prints the best trials and draws plots, ``cli`` is the argparse glue.
 Optuna is imported only when a sweep runs, so ``darnn`` works without the ``sweep`` extra.
 """
 

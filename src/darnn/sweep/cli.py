@@ -93,8 +93,10 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .study import SweepError, prepare_sweep, run_sweep, say, shown_url
+    from .storage import SweepError, shown_url
+    from .study import prepare_sweep, say
     from .summary import fmt
+    from .workers import run_sweep
 
     if args.space is None or args.trials is None:
         raise SweepError(

@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .study import (
-    ERROR,
-    METRIC_ATTR,
-    RUN_DIR,
+from .storage import (
     SweepError,
     import_optuna,
     read_storage,
@@ -24,8 +21,8 @@ from .study import (
     shown_url,
     sqlite_path,
     storage_url,
-    tally,
 )
+from .study import ERROR, METRIC_ATTR, RUN_DIR, tally
 
 PLOTS = ("optimization_history", "param_importances", "slice")
 
