@@ -94,7 +94,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .storage import SweepError, shown_url
-    from .study import prepare_sweep, say
+    from .study import RUN_DIR, prepare_sweep, say
     from .summary import fmt
     from .workers import run_sweep
 
@@ -143,7 +143,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
         say(
             f"best: trial {best.number}, {spec.metric} {best.value:.4f} ({params}); "
-            f"run directory {best.user_attrs.get('run_dir', '-')}"
+            f"run directory {best.user_attrs.get(RUN_DIR, '-')}"
         )
     say(
         f"table and plots: darnn sweep summary --storage {shlex.quote(shown)} --study "

@@ -147,11 +147,7 @@ def read_storage(url: str, study_name: str | None) -> StoredStudy:
     if "studies" not in tables or "version_info" not in tables:
         return StoredStudy([], None)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            storage = optuna.storages.RDBStorage(
-                read_url, engine_kwargs=read_kwargs, skip_table_creation=True
-            )
+        storage = read_only_storage(url)
         try:
             names = list(optuna.get_all_study_names(storage))
             attrs = None
@@ -166,6 +162,17 @@ def read_storage(url: str, study_name: str | None) -> StoredStudy:
             f"({optuna.__version__}) cannot read: {reason}"
         ) from None
     return StoredStudy(names, attrs)
+
+
+def read_only_storage(url: str) -> Any:
+    """Optuna's RDB storage for an existing study in ``url``, opened as ``reading`` does."""
+    optuna = import_optuna()
+    read_url, read_kwargs = reading(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optuna.storages.RDBStorage(
+            read_url, engine_kwargs=read_kwargs, skip_table_creation=True
+        )
 
 
 def make_storage(
@@ -195,6 +202,7 @@ __all__ = [
     "engine_kwargs",
     "import_optuna",
     "make_storage",
+    "read_only_storage",
     "read_storage",
     "reading",
     "shown_url",

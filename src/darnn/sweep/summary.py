@@ -16,8 +16,8 @@ from typing import Any
 from .storage import (
     SweepError,
     import_optuna,
+    read_only_storage,
     read_storage,
-    reading,
     shown_url,
     sqlite_path,
     storage_url,
@@ -58,13 +58,7 @@ def open_study(storage: str | None, study: str | None) -> tuple[Any, str]:
             f"{what} is not in storage {shown_url(url)} (it holds: {held}); give "
             "--study NAME and the --storage the sweep used"
         )
-    read_url, read_kwargs = reading(url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rdb = optuna.storages.RDBStorage(
-            read_url, engine_kwargs=read_kwargs, skip_table_creation=True
-        )
-    return optuna.load_study(study_name=study, storage=rdb), url
+    return optuna.load_study(study_name=study, storage=read_only_storage(url)), url
 
 
 def shown_path(path: str) -> str:

@@ -13,13 +13,14 @@ recorded as interrupted and queued again); a second one aborts.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,9 +90,22 @@ def install_stop_handlers(stop: Any, message: str | None = None) -> dict[int, An
     return {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
 
 
-def restore_handlers(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+@contextlib.contextmanager
+def stop_handlers(stop: Any, message: str | None = None) -> Iterator[None]:
+    """``install_stop_handlers`` while inside, then the previous ones again.
+
+    Only the main thread may set signal handlers; elsewhere (a sweep started from a
+    thread) nothing is installed and only ``stop`` stops the workers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = install_stop_handlers(stop, message)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def worker_main(spec: SweepSpec, worker: int, lock: Any, stop: Any, parent: int) -> None:
@@ -131,12 +145,8 @@ def run_sweep(
     failures: list[str] = []
     if workers == 1:  # in this process: simplest to debug, same code path otherwise
         stop: Any = threading.Event()
-        main = threading.current_thread() is threading.main_thread()
-        previous = install_stop_handlers(stop) if main else {}
-        try:
+        with stop_handlers(stop):
             run_worker(spec, 0, threading.Lock(), stop)
-        finally:
-            restore_handlers(previous)
     else:
         stop, failures = run_processes(spec, workers)
     study = load_study(spec, heartbeat=False)
@@ -157,29 +167,23 @@ def run_processes(spec: SweepSpec, workers: int) -> tuple[Any, list[str]]:
         )
         for i in range(workers)
     ]
-    main = threading.current_thread() is threading.main_thread()
-    previous = {}
-    if main:
-        previous = install_stop_handlers(
-            stop, "stopping: each worker records its trial as interrupted after the current batch"
-        )
-    try:
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited by workers
+    message = "stopping: each worker records its trial as interrupted after the current batch"
+    with stop_handlers(stop, message):
         try:
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited
+            try:
+                for p in procs:
+                    p.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             for p in procs:
-                p.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:  # a second Ctrl-C: end the workers now
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join()
-    finally:
-        restore_handlers(previous)
+                p.join()
+        except KeyboardInterrupt:  # a second Ctrl-C: end the workers now
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join()
     failures = [
         f"worker {i} ended with exit status {p.exitcode}"
         for i, p in enumerate(procs)
@@ -192,9 +196,9 @@ __all__ = [
     "STOP_SIGNALS",
     "SweepResult",
     "install_stop_handlers",
-    "restore_handlers",
     "run_processes",
     "run_sweep",
     "run_worker",
+    "stop_handlers",
     "worker_main",
 ]
