@@ -218,6 +218,7 @@ def _chain_columns(net: Recurrent) -> np.ndarray | scipy.sparse.csr_matrix:
     row j holds the effect of unit j on every unit."""
     # Imported here: importing scipy.sparse adds a warning filter (no side effects at import).
     import scipy.sparse
+
     sizes = net.sizes
     total = sum(sizes)
     couplings = [*net.J, *net.forward_couplings, *net.backward_couplings]
