@@ -152,16 +152,31 @@ def learning_step(
     x = batch_minor(x)  # one copy here saves one in the input product and one in its update
     _, phases = _phases(net, x, y, cfg, generator)
     free = phases[-1]
-    h_out = net.readout(free.states[-1])  # before W_out changes
-    correct = (h_out.argmax(dim=1) == y).sum()
-    unstable = _local_rule(net, x, y, free.states, free.fields, cfg, h_out)
+    stats = learn_relaxed(net, x, y, free.states, free.fields, free.converged, free.sweeps, cfg)
+    stats.phase_sweeps = torch.stack([p.sweeps for p in phases])
+    return stats
+
+
+def learn_relaxed(
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    states: list[Tensor],
+    fields: list[Tensor],
+    converged: Tensor,
+    sweeps: Tensor,
+    cfg: LearningConfig,
+) -> StepStats:
+    """The local rule on a batch whose free phase ended in ``states`` with free ``fields``
+    (``converged``, ``sweeps``: per sample), and the step's statistics."""
+    h_out = net.readout(states[-1])  # before W_out changes
+    unstable = _local_rule(net, x, y, states, fields, cfg, h_out)
     return StepStats(
         batch_size=x.shape[0],
-        correct=correct,
+        correct=(h_out.argmax(dim=1) == y).sum(),
         unstable=unstable.mean(),
-        converged=free.converged.sum(),
-        free_sweeps=free.sweeps.sum(),
-        phase_sweeps=torch.stack([p.sweeps for p in phases]),
+        converged=converged.sum(),
+        free_sweeps=sweeps.sum(),
     )
 
 
