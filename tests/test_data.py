@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from darnn import data
-from darnn.data import DataError, load_dataset, read_idx, sign_projection, write_idx
+from darnn.data import DataError, load_dataset, read_idx, sign_projection, sources, write_idx
 
 IDX_NAMES = ("mnist", "fashion-mnist", "kmnist")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-REAL_FETCH = data.fetch_url
+REAL_FETCH = sources.fetch_url
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +28,12 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No $DARNN_DATA, a private cache, an empty system folder and no network."""
     monkeypatch.delenv("DARNN_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", tmp_path / "system")
 
     def no_network(url: str, destination: Path) -> None:
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(data, "fetch_url", no_network)
+    monkeypatch.setattr(sources, "fetch_url", no_network)
 
 
 def write_set(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> None:
@@ -165,7 +165,7 @@ def test_name_is_case_and_underscore_insensitive(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", DEBIAN_FASHION.parent)
+    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", DEBIAN_FASHION.parent)
     start = time.perf_counter()
     ds = load_dataset("fashion-mnist", download=False)
     assert time.perf_counter() - start < 10  # ~1 s; generous for busy CI machines
@@ -473,10 +473,11 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     mirror = tmp_path / "mirror"
     write_set(mirror)
     sha = tuple(
-        hashlib.sha256((mirror / f"{stem}.gz").read_bytes()).hexdigest() for stem in data._IDX_FILES
+        hashlib.sha256((mirror / f"{stem}.gz").read_bytes()).hexdigest()
+        for stem in sources.IDX_FILES
     )
-    source = dataclasses.replace(data._SOURCES["kmnist"], sha256=sha)
-    monkeypatch.setitem(data._SOURCES, "kmnist", source)
+    source = dataclasses.replace(sources.SOURCES["kmnist"], sha256=sha)
+    monkeypatch.setitem(sources.SOURCES, "kmnist", source)
     return mirror
 
 
@@ -488,24 +489,24 @@ def test_download_verifies_and_caches_atomically(
 
     def fake_fetch(url: str, destination: Path) -> None:
         name = url.rsplit("/", 1)[1]
-        assert url == data._SOURCES["kmnist"].url + name
+        assert url == sources.SOURCES["kmnist"].url + name
         assert destination.parent == cache and destination.name != name
         assert not (cache / name).exists()  # final name appears only after verification
         destination.write_bytes((served / name).read_bytes())
         calls.append(name)
 
-    monkeypatch.setattr(data, "fetch_url", fake_fetch)
+    monkeypatch.setattr(sources, "fetch_url", fake_fetch)
     ds = load_dataset("kmnist")
     assert ds.source == str(cache) and len(calls) == 4
-    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{s}.gz" for s in data._IDX_FILES)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{s}.gz" for s in sources.IDX_FILES)
     load_dataset("kmnist")  # cached: no second download
     assert len(calls) == 4
 
 
 def test_download_through_file_url(served: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = dataclasses.replace(data._SOURCES["kmnist"], url=served.as_uri() + "/")
-    monkeypatch.setitem(data._SOURCES, "kmnist", source)
-    monkeypatch.setattr(data, "fetch_url", REAL_FETCH)
+    source = dataclasses.replace(sources.SOURCES["kmnist"], url=served.as_uri() + "/")
+    monkeypatch.setitem(sources.SOURCES, "kmnist", source)
+    monkeypatch.setattr(sources, "fetch_url", REAL_FETCH)
     assert len(load_dataset("kmnist").X_test) == 20
 
 
@@ -515,7 +516,7 @@ def test_download_checksum_mismatch_leaves_nothing(
     def tampered(url: str, destination: Path) -> None:
         destination.write_bytes(b"evil")
 
-    monkeypatch.setattr(data, "fetch_url", tampered)
+    monkeypatch.setattr(sources, "fetch_url", tampered)
     with pytest.raises(DataError, match=r"SHA-256 is .*, expected .*deleted"):
         load_dataset("kmnist")
     assert list((tmp_path / "cache" / "darnn" / "kmnist").iterdir()) == []
@@ -528,7 +529,7 @@ def test_network_failure_is_clear(
         destination.write_bytes(b"partial")
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data, "fetch_url", offline)
+    monkeypatch.setattr(sources, "fetch_url", offline)
     with pytest.raises(DataError, match=r"Downloading https://.* failed .*offline") as info:
         load_dataset("kmnist")
     assert str(tmp_path / "system" / "kmnist") in str(info.value)

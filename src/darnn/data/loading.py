@@ -1,0 +1,147 @@
+"""Loading a dataset as train / validation / test splits, with the optional sign transforms.
+
+The validation set is always carved out of the training data (seeded, stratified); the test
+set is the one shipped with the data, or a fixed seeded 20 % hold-out when none is shipped
+(digits, an npz file without test arrays). The transforms are the input encodings of SPEC §4 B
+("binarised": sign of a D x D Gaussian projection) and C ("entangled": sign of a D x 100 one).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .common import RawData
+from .npz import load_npz
+from .sources import canonical_name, load_idx_dataset
+
+_TEST_FRACTION = 0.2  # hold-out used when a dataset ships no test split
+_TEST_SPLIT_SEED = 0  # fixed, so the test set never depends on the user's seed
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous
+class Dataset:
+    """A loaded dataset: float32 features (n, d) and int64 labels in 0..n_classes-1."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    source: str  # folder or file the data came from, or "scikit-learn"
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features d."""
+        return int(self.X_train.shape[1])
+
+
+def _stratified_split(
+    y: np.ndarray, n_out: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices (kept, held out) with ``n_out`` held out in proportion to each class."""
+    classes, counts = np.unique(y, return_counts=True)
+    quota = n_out * counts / len(y)
+    take = np.floor(quota).astype(np.int64)
+    # Largest-remainder rounding makes the per-class counts add up to exactly n_out.
+    take[np.argsort(take - quota, kind="stable")[: n_out - take.sum()]] += 1
+    held = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take, strict=True)]
+    mask = np.zeros(len(y), dtype=bool)
+    mask[np.concatenate(held)] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _held_out_count(size: float | int, n: int) -> int:
+    """Number of samples meant by ``size``: a fraction in [0, 1) or a count."""
+    if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
+        raise TypeError(f"val_size must be a fraction or a count, got {size!r}")
+    if isinstance(size, (float, np.floating)) and not 0.0 <= size < 1.0:
+        raise ValueError(f"val_size fraction must lie in [0, 1), got {size}")
+    count = round(size * n) if isinstance(size, (float, np.floating)) else int(size)
+    if not 0 <= count < n:
+        raise ValueError(f"val_size={size} must leave training data out of {n} samples")
+    return count
+
+
+def sign_projection(X: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """sign(X R) in {-1, +1} (float32, sign(0) = +1), R ~ N(0, 1/D) of shape (D, dim).
+
+    R comes from ``numpy.random.default_rng(seed)``, so equal seeds give the same R on every
+    split.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or dim < 1:
+        raise ValueError(f"need a 2-D X and dim >= 1, got shape {X.shape} and dim={dim}")
+    R = np.random.default_rng(seed).standard_normal((X.shape[1], dim)) / np.sqrt(X.shape[1])
+    # float32 product: twice as fast, and only fields within ~1e-7 of 0 could change sign.
+    return np.where(X @ R.astype(np.float32) >= 0, np.float32(1.0), np.float32(-1.0))
+
+
+def _load_digits() -> RawData:
+    """scikit-learn's bundled 8x8 digits; no test split is shipped."""
+    from sklearn.datasets import load_digits  # deferred: a slow import only digits needs
+
+    bunch = load_digits()
+    X = (bunch.data / 16.0).astype(np.float32)  # pixel counts 0..16 -> [0, 1]
+    return X, bunch.target.astype(np.int64), None, None, 10, "scikit-learn"
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    val_size: float | int = 0.1,
+    seed: int = 0,
+    transform: str | None = None,
+    transform_dim: int | None = None,
+    transform_seed: int = 0,
+    download: bool = True,
+    limit_train: int | None = None,
+) -> Dataset:
+    """Load ``name`` (a DATASETS entry, 'npz:PATH' or a .npz path) as a train/val/test Dataset.
+
+    The validation set (``val_size``: fraction or count) is a stratified split of the training
+    data drawn with ``seed``; ``limit_train`` then keeps that many shuffled training samples.
+    ``transform`` "entangled" (default dim 100) or "binarised" (default dim D) replaces the
+    features of every split by ``sign_projection(X, dim, transform_seed)``.
+    """
+    # Check the arguments before reading (or downloading) anything.
+    kind = None if transform is None else transform.lower().replace("binarized", "binarised")
+    if kind not in (None, "entangled", "binarised"):
+        raise ValueError(f"transform must be 'entangled' or 'binarised', got {transform!r}")
+    if kind is None and transform_dim is not None:
+        raise ValueError("transform_dim is only meaningful together with a transform")
+    if limit_train is not None and limit_train < 1:
+        raise ValueError(f"limit_train must be positive, got {limit_train}")
+
+    if name.startswith("npz:") or name.lower().endswith(".npz"):
+        path = Path(name.removeprefix("npz:")).expanduser()
+        key, raw = f"npz:{path}", load_npz(path)
+    else:
+        key = canonical_name(name)
+        raw = _load_digits() if key == "digits" else load_idx_dataset(key, data_dir, download)
+    X, y, X_test, y_test, n_classes, source = raw
+    if X_test is None or y_test is None:
+        n_test = round(_TEST_FRACTION * len(y))
+        rest, test = _stratified_split(y, n_test, np.random.default_rng(_TEST_SPLIT_SEED))
+        X, y, X_test, y_test = X[rest], y[rest], X[test], y[test]
+
+    rng = np.random.default_rng(seed)
+    train, val = _stratified_split(y, _held_out_count(val_size, len(y)), rng)
+    if limit_train is not None:
+        train = rng.permutation(train)[:limit_train]
+    splits = [X[train], X[val], X_test]
+    if kind is not None:
+        dim = transform_dim
+        if dim is None:  # SPEC §4 C projects to 100 dimensions, §4 B keeps D
+            dim = 100 if kind == "entangled" else X.shape[1]
+        splits = [sign_projection(part, dim, transform_seed) for part in splits]
+    return Dataset(
+        key, splits[0], y[train], splits[1], y[val], splits[2], y_test, n_classes, source
+    )
