@@ -79,8 +79,11 @@ def start(device: torch.device, timeout_s: float) -> Ranks | None:
     return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def stop(ranks: Ranks | None) -> None:
-    if ranks is not None and dist.is_initialized():
+def stop(ranks: Ranks | None, orderly: bool = True) -> None:
+    """Leave the job. After a stop signal the launcher is shutting down too and may no
+    longer serve the rendezvous store, where tearing the group down could block until the
+    launcher's SIGKILL: then the process just exits (its sockets close with it)."""
+    if ranks is not None and orderly and dist.is_initialized():
         dist.destroy_process_group()
 
 

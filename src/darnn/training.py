@@ -96,7 +96,7 @@ def train(
             raise
         return None, created
 
-    created = None
+    created, stop = None, StopSignals()
     try:
         if ranks is not None:
             device = check_distributed(ranks, config, device)
@@ -166,7 +166,7 @@ def train(
 
         step = learning_step if ranks is None else partial(distributed.learning_step, ranks)
         started = time.perf_counter()
-        with StopSignals() as stop:
+        with stop:
             for epoch in range(start_epoch, tc.epochs):
                 if perm is None:
                     perm = torch.randperm(n_train, generator=order_gen)
@@ -260,7 +260,7 @@ def train(
             rundir.discard(out, created)
         raise
     finally:
-        distributed.stop(ranks)
+        distributed.stop(ranks, orderly=not stop.requested)
     return summarize(out, metrics, status="completed")
 
 
@@ -325,7 +325,9 @@ def data_fingerprint(data: Dataset) -> str:
 
 class StopSignals:
     """SIGINT (Ctrl-C) or SIGTERM (what SLURM and `kill` send) ask the loop to stop at the
-    next batch boundary, where it saves a checkpoint; a second signal aborts at once."""
+    next batch boundary, where it saves a checkpoint. A second Ctrl-C aborts at once; a
+    repeated SIGTERM does not (torchrun may deliver it twice; a scheduler's SIGKILL follows
+    its grace period anyway)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -340,7 +342,7 @@ class StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
