@@ -98,6 +98,15 @@ def launch(
     return results
 
 
+def torchrun_train(out: Path, overrides: list[str]) -> list[str]:
+    """The README's launch: `darnn train` under torchrun with 2 processes on loopback."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(free_port()), "-m", "darnn", "train", "--quiet", "--out", str(out),
+        *overrides,
+    ]  # fmt: skip
+
+
 def assert_close_weights(a: Path, b: Path, exact: bool = False) -> None:
     sa, sb = load_model(a / "model").state_dict(), load_model(b / "model").state_dict()
     assert sa.keys() == sb.keys()
@@ -165,13 +174,8 @@ def test_asynchronous_schedule_is_refused(tmp_path: Path) -> None:
 
 def test_torchrun_launches_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "darnn", "train", "--quiet", "--out", str(out),
-        *DENSE,
-    ]  # fmt: skip
     done = subprocess.run(
-        command,
+        torchrun_train(out, DENSE),
         capture_output=True,
         text=True,
         timeout=240,
@@ -188,13 +192,8 @@ def test_signal_to_the_launcher_checkpoints_once(tmp_path: Path) -> None:
     batch to stop at, rank 0 saves the checkpoint, and the run resumes on one process."""
     out = tmp_path / "run"
     overrides = [*DENSE, "network.hidden=[400]", "train.epochs=1000"]
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "darnn", "train", "--quiet", "--out", str(out),
-        *overrides,
-    ]  # fmt: skip
     proc = subprocess.Popen(
-        command,
+        torchrun_train(out, overrides),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
