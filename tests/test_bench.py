@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from darnn import cli
 from darnn.baselines import (
     Split,
     matched_width,
@@ -27,24 +26,13 @@ from darnn.learning import predict_scores
 from darnn.network import Network
 from darnn.runconfig import ConfigError, RunConfig
 
+from cli_helpers import assert_user_error, run_main
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--quick", "--seeds", "2", "--epochs", "2", "--hidden", "48"]
 METHODS = (
     "darnn,random_features,reservoir,mlp_relu,mlp_sign,perceptron,darnn_n400,chain_jd0_lambda2.5"
 )
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2
-    assert err.startswith("darnn: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def test_quick_digits_through_the_cli(

@@ -13,6 +13,8 @@ import pytest
 
 from darnn import cli, runconfig, training
 
+from cli_helpers import assert_user_error, run_main
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "data.name=digits",
@@ -37,20 +39,6 @@ def darnn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
         cwd=cwd,
         timeout=120,
     )
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2
-    assert err.startswith("darnn: error: ") and err.count("\n") == 1, err  # one paragraph
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err
 
 
 # ---------------------------------------------------------------- in a fresh interpreter

@@ -130,8 +130,9 @@ def test_two_ranks_equal_one_process(tmp_path: Path, overrides: list[str]) -> No
 
 
 def test_three_ranks_with_uneven_slices(tmp_path: Path) -> None:
-    """16 samples over 3 ranks (6, 6, 4 + 2 padding) and a last batch of 4 < 3 * 6."""
-    overrides = [*DENSE, "data.limit_train=308"]
+    """16 samples over 3 ranks (6, 6, 4 + 2 padding) and a last batch of 4 < 3 * 6; the
+    readout learns from the label-free state (gathered like s*)."""
+    overrides = [*DENSE, "data.limit_train=308", "learning.readout_state=eval"]
     train(load_run_config(None, overrides), tmp_path / "one", progress=False)
     results = launch(3, tmp_path / "three", overrides)
     assert [rc for rc, _, _ in results] == [0, 0, 0], results

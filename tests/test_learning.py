@@ -207,3 +207,31 @@ def test_learning_config_fields_documented_in_estimator() -> None:
         assert params[f.name] == f.default, f.name
     for f in dataclasses.fields(NetworkConfig):
         assert params[f.name] == f.default, f.name
+
+
+def test_eval_readout_learns_from_the_label_free_state() -> None:
+    """readout_state="eval": hidden updates as with s*, W_out by the rule on the state that
+    prediction reads (warm-up + eval sweeps from 0, input only)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(6, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,), generator=g)
+    base = LearningConfig(kappa_out=50.0)  # every readout margin fails: W_out must move
+    free_net, eval_net, expected = small_net(3), small_net(3), small_net(3)
+    learning_step(free_net, x, y, base)
+    learning_step(eval_net, x, y, dataclasses.replace(base, readout_state="eval"))
+
+    for name, value in free_net.state_dict().items():
+        if name != "w_out.weight":
+            assert torch.equal(value, eval_net.state_dict()[name]), name
+    scores, relaxed = predict_scores(expected, x, base)
+    s = relaxed.states[-1]
+    t = expected.targets(y)
+    post = (t * scores <= base.kappa_out).to(s.dtype) * t
+    w_out = expected.w_out.weight.detach() + base.lr_out / math.sqrt(6 * s.shape[1]) * post.T @ s
+    torch.testing.assert_close(eval_net.w_out.weight.detach(), w_out)
+    assert not torch.equal(free_net.w_out.weight, eval_net.w_out.weight)
+
+
+def test_readout_state_is_validated() -> None:
+    with pytest.raises(ValueError, match="readout_state='label'.*free, eval"):
+        LearningConfig(readout_state="label")

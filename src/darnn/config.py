@@ -22,6 +22,7 @@ INTER_KINDS = ("identity", "sparse")
 LABEL_ENCODINGS = ("pm1", "rescaled")
 SPARSE_FORMATS = ("auto", "dense", "csr")
 MARGIN_CONVENTIONS = ("total", "offdiag")
+READOUT_STATES = ("free", "eval")
 
 # Largest hidden module: sparse column indices are int32, and no machine holds more.
 MAX_UNITS = 2**31 - 1
@@ -233,11 +234,15 @@ class LearningConfig:
     decay_inter: float = 0.0
     decay_out: float = 0.0
     learn_inter: bool = False  # inter-module forward couplings are fixed unless asked
+    # State the readout rule learns from: "free" = s* after the free phase (SPEC §3 step 4);
+    # "eval" = the label-free relaxation of the same batch, i.e. what prediction reads.
+    readout_state: str = "free"
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("margin_convention", self.margin_convention, MARGIN_CONVENTIONS)
+        check_choice("readout_state", self.readout_state, READOUT_STATES)
         check_count("warmup_sweeps", self.warmup_sweeps, minimum=0)
         for name in ("clamped_sweeps", "free_sweeps", "eval_sweeps"):
             check_count(name, getattr(self, name), minimum=0)
@@ -314,6 +319,7 @@ __all__ = [
     "LABEL_ENCODINGS",
     "MARGIN_CONVENTIONS",
     "MAX_UNITS",
+    "READOUT_STATES",
     "SCHEDULES",
     "SHOWN_CHARS",
     "SPARSE_FORMATS",

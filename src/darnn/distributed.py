@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .config import LearningConfig
-from .learning import StepStats, evaluate, learn_relaxed, two_phase
+from .learning import StepStats, evaluate, label_free_state, learn_relaxed, two_phase
 from .network import Network
 from .runs import RunError
 
@@ -144,12 +144,15 @@ def learning_step(
     # relaxed and then dropped.
     rows = torch.arange(ranks.rank * share, (ranks.rank + 1) * share, device=x.device)
     rows = rows.clamp_(max=batch - 1)
-    _, free = two_phase(net, x[rows], y[rows], cfg, generator)
+    drives, free = two_phase(net, x[rows], y[rows], cfg, generator)
+    readout_in = label_free_state(net, drives, cfg, generator)
+    extra = [] if readout_in is None else [readout_in]
     sizes = list(net.sizes)
     packed = torch.cat(
         [
             *free.states,
             *free.fields,
+            *extra,
             free.converged.to(x.dtype).unsqueeze(1),
             free.sweeps.to(x.dtype).unsqueeze(1),
         ],
@@ -159,10 +162,11 @@ def learning_step(
     with _collective(ranks):
         dist.all_gather(parts, packed)
     full = torch.cat(parts)[:batch]
-    pieces = list(full.split([*sizes, *sizes, 1, 1], dim=1))
+    pieces = list(full.split([*sizes, *sizes, *(sizes[-1] for _ in extra), 1, 1], dim=1))
     states, fields = pieces[: len(sizes)], pieces[len(sizes) : 2 * len(sizes)]
+    gathered_readout_in = pieces[2 * len(sizes)] if extra else None
     converged, sweeps = pieces[-2].squeeze(1), pieces[-1].squeeze(1)
-    return learn_relaxed(net, x, y, states, fields, converged, sweeps, cfg)
+    return learn_relaxed(net, x, y, states, fields, converged, sweeps, cfg, gathered_readout_in)
 
 
 def evaluate_sharded(

@@ -72,6 +72,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         decay_inter: float = _LEARNING.decay_inter,
         decay_out: float = _LEARNING.decay_out,
         learn_inter: bool = _LEARNING.learn_inter,
+        readout_state: str = _LEARNING.readout_state,
         n_epochs: int = 10,
         batch_size: int = 16,
         random_state: int | np.random.RandomState | None = None,
@@ -113,6 +114,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.decay_inter = decay_inter
         self.decay_out = decay_out
         self.learn_inter = learn_inter
+        self.readout_state = readout_state
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.random_state = random_state

@@ -25,7 +25,7 @@ class StepStats:
     """Per-batch diagnostics, kept as tensors so a step never forces a device sync."""
 
     batch_size: int
-    correct: Tensor  # free-phase readout argmax == label (count)
+    correct: Tensor  # argmax of the readout the rule trained on == label (count)
     # Fraction of the last module's units that J's rule updates: s*_i h_i <= kappa_j (plus
     # J_D under the "offdiag" convention), h the free field at the end of the free phase.
     unstable: Tensor
@@ -66,8 +66,10 @@ def _local_rule(
     fields: list[Tensor],
     cfg: LearningConfig,
     h_out: Tensor,
+    readout_in: Tensor | None = None,
 ) -> Tensor:
-    """`local_rule` given the pre-update readout h_out; returns the mask as 0/1 floats."""
+    """`local_rule` given the pre-update readout h_out (of ``readout_in``, default the last
+    module's s*); returns the mask as 0/1 floats."""
     c = net.config
     batch = x.shape[0]
     inv_sqrt_b = 1.0 / math.sqrt(batch)
@@ -102,7 +104,8 @@ def _local_rule(
             )
     t = net.targets(y)
     post_out = _at_most(t * h_out, cfg.kappa_out).mul_(t)
-    update(net.w_out, post_out, states[-1], cfg.lr_out, cfg.decay_out, states[-1].shape[1])
+    pre_out = states[-1] if readout_in is None else readout_in
+    update(net.w_out, post_out, pre_out, cfg.lr_out, cfg.decay_out, pre_out.shape[1])
     return unstable_j
 
 
@@ -150,11 +153,34 @@ def learning_step(
 ) -> StepStats:
     """One training batch: two phases, then the local rule (weights change in place)."""
     x = batch_minor(x)  # one copy here saves one in the input product and one in its update
-    _, phases = _phases(net, x, y, cfg, generator)
+    drives, phases = _phases(net, x, y, cfg, generator)
     free = phases[-1]
-    stats = learn_relaxed(net, x, y, free.states, free.fields, free.converged, free.sweeps, cfg)
+    readout_in = label_free_state(net, drives, cfg, generator)
+    stats = learn_relaxed(
+        net, x, y, free.states, free.fields, free.converged, free.sweeps, cfg, readout_in
+    )
     stats.phase_sweeps = torch.stack([p.sweeps for p in phases])
     return stats
+
+
+def label_free_state(
+    net: Network,
+    drives: list[Tensor],
+    cfg: LearningConfig,
+    generator: torch.Generator | None = None,
+) -> Tensor | None:
+    """The last module's state that prediction would read for these input drives, when the
+    readout learns from it (``cfg.readout_state == "eval"``); None when it learns from s*."""
+    if cfg.readout_state == "free":
+        return None
+    out = relax(
+        net.recurrent,
+        drives,
+        max_sweeps=cfg.warmup_sweeps + cfg.eval_sweeps,
+        schedule=cfg.schedule,
+        generator=generator,
+    )
+    return out.states[-1]
 
 
 def learn_relaxed(
@@ -166,11 +192,13 @@ def learn_relaxed(
     converged: Tensor,
     sweeps: Tensor,
     cfg: LearningConfig,
+    readout_in: Tensor | None = None,
 ) -> StepStats:
     """The local rule on a batch whose free phase ended in ``states`` with free ``fields``
-    (``converged``, ``sweeps``: per sample), and the step's statistics."""
-    h_out = net.readout(states[-1])  # before W_out changes
-    unstable = _local_rule(net, x, y, states, fields, cfg, h_out)
+    (``converged``, ``sweeps``: per sample), and the step's statistics. ``readout_in``: the
+    state the readout learns from if not s* (see `label_free_state`)."""
+    h_out = net.readout(states[-1] if readout_in is None else readout_in)  # before W_out changes
+    unstable = _local_rule(net, x, y, states, fields, cfg, h_out, readout_in)
     return StepStats(
         batch_size=x.shape[0],
         correct=(h_out.argmax(dim=1) == y).sum(),
