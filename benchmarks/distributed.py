@@ -9,7 +9,8 @@ with one thread per process (OMP_NUM_THREADS=1), plus one process with K threads
 comparison. The figure is the run's own ``samples_per_s`` (time inside the training loop,
 evaluation and start-up excluded).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/distributed.py --out benchmarks/results-distributed.json
+    PYTHONPATH=src .venv/bin/python benchmarks/distributed.py \
+        --out benchmarks/results-distributed.json
 """
 
 from __future__ import annotations

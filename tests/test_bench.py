@@ -290,3 +290,17 @@ def test_bench_file_errors_name_the_problem(
     with pytest.raises(ConfigError) as info:
         load_plan("custom")
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs" / "bench").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_shipped_bench_file_plans(path: Path) -> None:
+    """Every configs/bench file names recipes that exist and keys the bench knows."""
+    for quick in (False, True):
+        plan = load_plan(path.stem, quick=quick)
+        assert plan.methods
+        for method in plan.methods:
+            if method.config is not None:  # every darnn method trains on the bench's data
+                assert method.config.data == plan.data, method.name
+                assert method.config.train.epochs == plan.epochs, method.name

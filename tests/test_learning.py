@@ -233,5 +233,5 @@ def test_eval_readout_learns_from_the_label_free_state() -> None:
 
 
 def test_readout_state_is_validated() -> None:
-    with pytest.raises(ValueError, match="readout_state='label'.*free, eval"):
+    with pytest.raises(ValueError, match=r"readout_state='label'.*free, eval"):
         LearningConfig(readout_state="label")

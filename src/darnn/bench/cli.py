@@ -42,8 +42,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--dataset",
         required=True,
         metavar="NAME",
-        help="a bench file configs/bench/NAME.yaml: fashion-mnist, entangled-fashion-mnist, "
-        "digits, mnist, kmnist",
+        help="a bench file configs/bench/NAME.yaml: fashion-mnist, fashion-mnist-narrow, "
+        "entangled-fashion-mnist, digits, mnist, kmnist",
     )
     p.add_argument("--seeds", type=positive_int, metavar="N", help="seeds 0..N-1 (default 3)")
     p.add_argument(
