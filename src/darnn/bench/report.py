@@ -189,7 +189,9 @@ def plot_lambda(
 ) -> None:
     with figure(path, 1, 1, (7, 4.5)) as axes:
         ax = axes[0][0]
-        for group in sorted({r["group"] for r in chain}):
+        groups = sorted({r["group"] for r in chain})
+        n_groups = len(groups)
+        for group in groups:
             pts = sorted((r for r in chain if r["group"] == group), key=lambda r: r["lambda"])
             ax.errorbar(
                 [r["lambda"] for r in pts],
@@ -199,18 +201,21 @@ def plot_lambda(
                 capsize=3,
                 label=group,
             )
-        for r in rows:  # single-module darnn references as horizontal lines
-            if r["kind"] == "darnn" and r["lambda"] is None and math.isfinite(r["test_mean"]):
-                ax.axhline(r["test_mean"], linestyle="--", linewidth=0.8, color="gray")
-                ax.text(  # x in axes units, y in data units: always inside the frame
-                    0.01,
-                    r["test_mean"],
-                    r["method"],
-                    transform=ax.get_yaxis_transform(),
-                    fontsize=7,
-                    color="gray",
-                    va="bottom",
-                )
+        # Single-module darnn references as horizontal lines, named in the legend (text next
+        # to the lines overlapped when two references were close).
+        references = [
+            r
+            for r in rows
+            if r["kind"] == "darnn" and r["lambda"] is None and math.isfinite(r["test_mean"])
+        ]
+        for k, r in enumerate(references):
+            ax.axhline(
+                r["test_mean"],
+                linestyle="--",
+                linewidth=1.0,
+                color=f"C{n_groups + k}",  # the chains took C0 ... C{n_groups - 1}
+                label=f"{r['method']} (one module)",
+            )
         ax.set(
             xlabel="inter-module coupling lambda (both ways)",
             ylabel="test accuracy (mean ± std)",
