@@ -173,14 +173,23 @@ def label_free_state(
     readout learns from it (``cfg.readout_state == "eval"``); None when it learns from s*."""
     if cfg.readout_state == "free":
         return None
-    out = relax(
+    return evaluation_relaxation(net, drives, cfg, generator).states[-1]
+
+
+def evaluation_relaxation(
+    net: Network,
+    drives: list[Tensor],
+    cfg: LearningConfig,
+    generator: torch.Generator | None = None,
+) -> Relaxation:
+    """The dynamics prediction runs: warm-up + eval sweeps from 0 with the input alone."""
+    return relax(
         net.recurrent,
         drives,
         max_sweeps=cfg.warmup_sweeps + cfg.eval_sweeps,
         schedule=cfg.schedule,
         generator=generator,
     )
-    return out.states[-1]
 
 
 def learn_relaxed(
@@ -215,14 +224,7 @@ def predict_scores(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Relaxation]:
     """Readout field after warm-up + eval sweeps with the input alone (never the label)."""
-    drives = net.input_drives(x)
-    out = relax(
-        net.recurrent,
-        drives,
-        max_sweeps=cfg.warmup_sweeps + cfg.eval_sweeps,
-        schedule=cfg.schedule,
-        generator=generator,
-    )
+    out = evaluation_relaxation(net, net.input_drives(x), cfg, generator)
     return net.readout(out.states[-1]), out
 
 
