@@ -50,7 +50,7 @@ def local_rule(
     the pre-update readout, so applying them one after the other equals applying them
     together. Returns the (B, N_L) mask of hidden units unstable w.r.t. kappa_j (last module).
     """
-    return _local_rule(net, x, y, states, fields, cfg, net.readout(states[-1])).bool()
+    return _local_rule(net, x, y, states, fields, cfg, states[-1], net.readout(states[-1])).bool()
 
 
 def _at_most(t: Tensor, kappa: float) -> Tensor:
@@ -65,11 +65,11 @@ def _local_rule(
     states: list[Tensor],
     fields: list[Tensor],
     cfg: LearningConfig,
+    readout_in: Tensor,
     h_out: Tensor,
-    readout_in: Tensor | None = None,
 ) -> Tensor:
-    """`local_rule` given the pre-update readout h_out (of ``readout_in``, default the last
-    module's s*); returns the mask as 0/1 floats."""
+    """`local_rule` with the readout learning from ``readout_in`` (s* or the label-free
+    state) whose pre-update readout is h_out; returns the mask as 0/1 floats."""
     c = net.config
     batch = x.shape[0]
     inv_sqrt_b = 1.0 / math.sqrt(batch)
@@ -104,8 +104,7 @@ def _local_rule(
             )
     t = net.targets(y)
     post_out = _at_most(t * h_out, cfg.kappa_out).mul_(t)
-    pre_out = states[-1] if readout_in is None else readout_in
-    update(net.w_out, post_out, pre_out, cfg.lr_out, cfg.decay_out, pre_out.shape[1])
+    update(net.w_out, post_out, readout_in, cfg.lr_out, cfg.decay_out, readout_in.shape[1])
     return unstable_j
 
 
@@ -206,8 +205,9 @@ def learn_relaxed(
     """The local rule on a batch whose free phase ended in ``states`` with free ``fields``
     (``converged``, ``sweeps``: per sample), and the step's statistics. ``readout_in``: the
     state the readout learns from if not s* (see `label_free_state`)."""
-    h_out = net.readout(states[-1] if readout_in is None else readout_in)  # before W_out changes
-    unstable = _local_rule(net, x, y, states, fields, cfg, h_out, readout_in)
+    pre_out = states[-1] if readout_in is None else readout_in
+    h_out = net.readout(pre_out)  # before W_out changes
+    unstable = _local_rule(net, x, y, states, fields, cfg, pre_out, h_out)
     return StepStats(
         batch_size=x.shape[0],
         correct=(h_out.argmax(dim=1) == y).sum(),
