@@ -1,0 +1,138 @@
+"""Bit-for-bit reproducibility across refactorings: tiny runs whose weights are pinned.
+
+The same config and seed must give the same weights, bit for bit, whatever the code's
+structure. Each case below trains a tiny network and hashes every tensor it learned. Float
+rounding depends on the CPU's kernels (vector width, BLAS build, library versions), so a hash
+is only compared on the platform it was recorded on: the table is keyed by a fingerprint of
+everything that can change the rounding, and another platform skips (never fails) until its
+row is added with ``python tests/test_pinned_weights.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sklearn
+import torch
+
+from darnn import DARNClassifier
+from darnn.runconfig import load_run_config
+from darnn.runs import load_model
+from darnn.training import train
+
+DENSE = [
+    "data.name=digits",
+    "network.hidden=[48]",
+    "network.j_density=1.0",
+    "network.w_in_density=1.0",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.threads=1",
+    "train.probe_size=64",
+]
+SPARSE_ASYNC = [
+    "data.name=digits",
+    "data.limit_train=300",
+    "network.hidden=[40,40]",
+    "network.j_density=0.2",
+    "network.w_in_density=0.5",
+    "network.sparse_format=csr",
+    "network.inter=sparse",
+    "network.inter_fan_in=3",
+    "learning.schedule=asynchronous",
+    "learning.readout_state=eval",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.threads=1",
+    "train.probe_size=32",
+]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def trained_by_cli(overrides: list[str], out: Path) -> str:
+    summary = train(load_run_config(None, overrides), out, progress=False)
+    assert summary["status"] == "completed"
+    return weights_digest(load_model(out / "model"))
+
+
+def trained_by_estimator(out: Path) -> str:
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    clf = DARNClassifier(
+        hidden=(32,), n_epochs=2, batch_size=16, random_state=3, n_threads=1, schedule="sequential"
+    )
+    clf.fit(X[:400] / 16.0, y[:400])
+    return weights_digest(clf.network_)
+
+
+CASES: dict[str, Callable[[Path], str]] = {
+    "dense_cli": lambda out: trained_by_cli(DENSE, out / "dense"),
+    "sparse_async_cli": lambda out: trained_by_cli(SPARSE_ASYNC, out / "sparse"),
+    "estimator": trained_by_estimator,
+}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def fingerprint() -> str:
+    """Everything that can change float rounding: CPU, its vector unit, library versions."""
+    return " | ".join(
+        (
+            platform.machine(),
+            cpu_model(),
+            torch.backends.cpu.get_cpu_capability(),
+            f"torch {torch.__version__}",
+            f"numpy {np.__version__}",
+            f"sklearn {sklearn.__version__}",
+        )
+    )
+
+
+# Recorded on the code before the structure pass of issue 18 (commit d4c037c).
+PINNED: dict[str, dict[str, str]] = {
+    "x86_64 | Intel(R) Xeon(R) Processor | AVX512 | torch 2.13.0+cpu | "
+    "numpy 2.4.6 | sklearn 1.9.1": {
+        "dense_cli": "0361f4216d30d3463fe3b3f6d5250bb3fc1c3f8a908c4af2ce5bd09c96ad624e",
+        "estimator": "ed2d1db01574ec78593b3c45b036722b7d3e675e4480feaef8d777f2cb784584",
+        "sparse_async_cli": "0e34e277d3a112707da326eebf4b2355a60f3569685692a1a22b0f6727054c78",
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_weights_are_bitwise_pinned(case: str, tmp_path: Path) -> None:
+    recorded = PINNED.get(fingerprint())
+    if recorded is None:
+        pytest.skip(f"no pinned weights for this platform ({fingerprint()})")
+    assert CASES[case](tmp_path) == recorded[case]
+
+
+if __name__ == "__main__":  # prints this platform's row for PINNED
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        row = {case: make(Path(tmp)) for case, make in sorted(CASES.items())}
+    print(f"    {fingerprint()!r}: {row!r},", file=sys.stdout)
