@@ -20,11 +20,11 @@ from torch import Tensor
 
 from darnn.config import LearningConfig
 from darnn.couplings import Coupling, DenseCoupling, SparseCoupling
+from darnn.data import load_data
 from darnn.epoch import fit_epoch, seeded_generators
 from darnn.learning import StepStats, evaluate, learning_step
 from darnn.network import Network
 from darnn.runconfig import load_run_config
-from darnn.training import load_data
 
 
 def row_norms(c: Coupling) -> Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from darnn import cli, runconfig, training
+from darnn import cli, rundir, training
 
 from cli_helpers import assert_user_error, run_main
 
@@ -105,7 +105,7 @@ def test_train_then_eval(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     code, stdout, _ = run_main(capsys, "train", *TINY, "--out", str(out), "--seed", "3", "--quiet")
     assert code == 0
     assert stdout.startswith("test accuracy ") and str(out) in stdout
-    assert runconfig.read_run_config(out).train.seed == 3
+    assert rundir.read_run_config(out).train.seed == 3
     code, stdout, _ = run_main(capsys, "eval", str(out))
     assert code == 0 and stdout.startswith("test accuracy ")
     code, stdout, _ = run_main(capsys, "eval", str(out), "--split", "val", "--dataset", "digits")

@@ -155,7 +155,7 @@ def test_import_leaves_warning_filters_alone() -> None:
         import warnings
         import numpy, safetensors.torch, torch  # third-party imports may add their own filters
         before = list(warnings.filters)
-        import darnn.couplings, darnn.network, darnn.runs
+        import darnn.couplings, darnn.network, darnn.modelfiles
         assert warnings.filters == before, "import changed the warning filters"
         warnings.simplefilter("error")  # a CSR build and product warn nothing to the user
         g = torch.Generator().manual_seed(0)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from darnn.modelfiles import load_checkpoint, load_model
 from darnn.runconfig import load_run_config
-from darnn.runs import load_checkpoint, load_model
 from darnn.training import train
 
 # 320 training samples, global batch 16: 20 steps per epoch. float64 keeps every field far
@@ -38,7 +38,7 @@ CSR = [*SMALL, "network.j_density=0.2", "network.sparse_format=csr"]
 WORKER = """
 import json, os, sys
 from darnn.runconfig import load_run_config
-from darnn.runs import RunError
+from darnn.errors import RunError
 from darnn.training import train
 
 args = json.loads(sys.argv[1])

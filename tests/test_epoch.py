@@ -10,11 +10,12 @@ import torch
 
 from darnn import DARNClassifier
 from darnn.config import to_dict
+from darnn.data import load_data
 from darnn.epoch import EpochCounters, fit_epoch, seeded_generators
+from darnn.modelfiles import load_model
 from darnn.network import Network
 from darnn.runconfig import load_run_config
-from darnn.runs import load_model
-from darnn.training import load_data, train
+from darnn.training import train
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ import sklearn
 import torch
 
 from darnn import DARNClassifier
+from darnn.modelfiles import load_model
 from darnn.runconfig import load_run_config
-from darnn.runs import load_model
 from darnn.training import train
 
 DENSE = [

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from darnn import rundir
-from darnn.runs import RunError
+from darnn.errors import RunError
 
 
 def test_claim_is_exclusive_under_a_race(tmp_path: Path) -> None:

@@ -15,9 +15,11 @@ import torch
 from darnn.config import to_dict
 from darnn.data import DataError
 from darnn.diagnostics import coupling_symmetry
-from darnn.runconfig import ConfigError, RunConfig, load_run_config, read_run_config
-from darnn.runs import RunError, load_checkpoint, load_model, save_checkpoint, save_model
-from darnn.training import CHECKPOINT_FILE, train
+from darnn.errors import RunError
+from darnn.modelfiles import load_checkpoint, load_model, save_checkpoint, save_model
+from darnn.runconfig import ConfigError, RunConfig, load_run_config
+from darnn.rundir import CHECKPOINT_FILE, read_run_config
+from darnn.training import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -1,11 +1,13 @@
 """darnn: dynamical learning in deep asymmetric recurrent networks (arXiv:2509.05041)."""
 
+import importlib.metadata
+
 from .config import LearningConfig, NetworkConfig
 from .dynamics import Relaxation, is_fixed_point, relax, spin_sign
 from .learning import StepStats, evaluate, learning_step, local_rule, predict_scores, two_phase
 from .network import Network, Recurrent
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("darnn")  # one source: pyproject.toml
 
 
 def __getattr__(name: str) -> object:

@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         out = Path(args.resume)
         config = runconfig.load_run_config(
-            None, args.overrides, settings=settings, base=runconfig.read_run_config(out)
+            None, args.overrides, settings=settings, base=rundir.read_run_config(out)
         )
     else:
         config = runconfig.load_run_config(args.config, args.overrides, settings=settings)
@@ -160,16 +160,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from . import runconfig, runs, training
+    from .data import load_data
+    from .devices import resolve_device
+    from .errors import RunError
     from .learning import evaluate
+    from .modelfiles import load_model
+    from .rundir import MODEL_STEM, read_run_config
 
     run_dir = Path(args.run_dir)
-    config = runconfig.read_run_config(run_dir)
-    device = training.resolve_device(args.device)
-    net = runs.load_model(run_dir / training.MODEL_STEM, device=device)
-    data = training.load_data(config.data, name=args.dataset, data_dir=args.data_dir)
+    config = read_run_config(run_dir)
+    device = resolve_device(args.device)
+    net = load_model(run_dir / MODEL_STEM, device=device)
+    data = load_data(config.data, name=args.dataset, data_dir=args.data_dir)
     if data.n_features != net.n_features or data.n_classes > net.n_classes:
-        raise runs.RunError(
+        raise RunError(
             f"{data.name} has {data.n_features} features and {data.n_classes} classes, but the "
             f"model of {run_dir} takes {net.n_features} features and {net.n_classes} classes."
         )
@@ -179,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "test": (data.X_test, data.y_test),
     }[args.split]
     if len(X) == 0:
-        raise runs.RunError(f"the {args.split} split of {data.name} is empty.")
+        raise RunError(f"the {args.split} split of {data.name} is empty.")
     start = time.perf_counter()
     result = evaluate(
         net, torch.from_numpy(X), torch.from_numpy(y), config.learning, config.train.eval_batch_size
@@ -216,7 +220,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     from .data import DataError
-    from .runs import RunError
+    from .errors import RunError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

@@ -30,9 +30,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .config import LearningConfig
+from .errors import RunError
 from .learning import StepStats, evaluate, label_free_state, learn_relaxed, two_phase
 from .network import Network
-from .runs import RunError
 
 T = TypeVar("T")
 

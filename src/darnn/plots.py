@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .runs import atomic_write
+from .files import atomic_write
 
 if TYPE_CHECKING:
     from torch import Tensor

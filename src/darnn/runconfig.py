@@ -20,9 +20,17 @@ from typing import Any
 
 import yaml
 
-from .config import LearningConfig, NetworkConfig, from_dict, shown, to_dict
-from .rundir import CONFIG_FILE
-from .runs import DTYPES, RunError
+from .config import (
+    LearningConfig,
+    NetworkConfig,
+    check_choice,
+    check_count,
+    from_dict,
+    shown,
+    to_dict,
+)
+from .devices import DTYPES, check_device_name
+from .errors import ConfigError
 
 TRANSFORMS = ("entangled", "binarised")
 # Settings that may change when a run is resumed: none changes what is learned (another
@@ -37,10 +45,6 @@ RESUMABLE_KEYS = (
     "data.data_dir",
     "data.download",
 )
-
-
-class ConfigError(RunError):
-    """A config file, section, key or value is invalid; the message names it."""
 
 
 # ---------------------------------------------------------------- configuration
@@ -98,26 +102,9 @@ class TrainConfig:
     dist_timeout: float = 300.0  # seconds a torchrun rank waits for the others, then fails
 
     def __post_init__(self) -> None:
-        for name, minimum in (
-            ("epochs", 1),
-            ("batch_size", 1),
-            ("eval_batch_size", 1),
-            ("probe_size", 1),
-            ("threads", 1),
-        ):
-            if getattr(self, name) is not None and getattr(self, name) < minimum:
-                raise ValueError(
-                    f"{name}={shown(getattr(self, name))} is not valid; it must be an "
-                    f"integer >= {minimum}"
-                )
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ValueError(
-                f"device={shown(self.device)} is not valid; accepted values: cpu, cuda, cuda:N"
-            )
-        if self.dtype not in DTYPES:
-            raise ValueError(
-                f"dtype={shown(self.dtype)} is not valid; accepted values: {', '.join(DTYPES)}"
-            )
+        check_loop_params(self.epochs, self.batch_size, self.device, self.dtype, self.threads)
+        check_count("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_count("probe_size", self.probe_size, minimum=1)
         if not (isinstance(self.dist_timeout, (int, float)) and self.dist_timeout > 0):
             raise ValueError(
                 f"dist_timeout={shown(self.dist_timeout)} is not valid; give seconds > 0"
@@ -128,6 +115,18 @@ class TrainConfig:
                 f"checkpoint_every={shown(every)} is not valid; give 'epoch' or a number of "
                 "batches >= 1"
             )
+
+
+def check_loop_params(
+    epochs: int, batch_size: int, device: str, dtype: str, threads: int | None
+) -> None:
+    """The training loop's settings, for `TrainConfig` and `DARNClassifier` alike."""
+    check_count("epochs", epochs, minimum=1)
+    check_count("batch_size", batch_size, minimum=1)
+    if threads is not None:
+        check_count("threads", threads, minimum=1)
+    check_device_name(device)
+    check_choice("dtype", dtype, tuple(DTYPES))
 
 
 # The default recipe (configs/default.yaml says where each number comes from): recipe A's
@@ -265,14 +264,6 @@ def load_run_config(
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
-
-
-def read_run_config(run_dir: str | os.PathLike[str]) -> RunConfig:
-    """The resolved config saved in a run directory."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a darnn run directory (no {CONFIG_FILE}).")
-    return RunConfig.from_dict(read_config_file(path))
 
 
 def config_digest(config: RunConfig) -> str:

@@ -1,8 +1,12 @@
-"""The run directory: one layout for ``darnn train``, ``darnn theory`` and sweeps.
+"""The run directory: one layout for ``darnn train``, ``darnn theory`` and ``darnn bench``.
 
 Every run directory holds ``config.yaml`` (the resolved settings) and ``meta.json`` (seed,
-versions, command line, start time), plus what the run itself writes (metrics, checkpoint,
-model, CSV, plots). A new run claims its directory atomically before doing any work:
+versions, command line, start time), plus what the run itself writes: for ``darnn train``
+``metrics.jsonl`` (one record per epoch), ``checkpoint.safetensors`` (rewritten at every
+save), the model (``model.safetensors`` + ``model.json``) and two plots; the file names are
+the constants below. (A sweep's folder only gathers its trials' run directories.)
+
+A new run claims its directory atomically before doing any work:
 ``mkdir`` is create-exclusive, and an existing empty directory is claimed by creating
 ``meta.json`` with O_EXCL, so two runs started at the same moment on the same ``--out``
 cannot both succeed. A run that fails before it has produced anything removes what it
@@ -12,6 +16,7 @@ created.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -23,10 +28,13 @@ from typing import Any
 
 import yaml
 
-from . import __version__
-from .runs import RunError, write_json, write_text
+from .errors import RunError
+from .files import write_json, write_text
+from .runconfig import RunConfig, read_config_file
 
 CONFIG_FILE, META_FILE = "config.yaml", "meta.json"
+METRICS_FILE, CHECKPOINT_FILE, MODEL_STEM = "metrics.jsonl", "checkpoint.safetensors", "model"
+CURVES_FILE, FIELDS_FILE = "learning_curves.png", "field_histograms.png"
 
 
 def default_run_dir(kind: str, root: str | os.PathLike[str] = "runs") -> Path:
@@ -123,7 +131,7 @@ def write_run_info(
         {
             "seed": seed,
             "versions": {
-                "darnn": __version__,
+                "darnn": importlib.metadata.version("darnn"),
                 "torch": torch.__version__,
                 "numpy": np.__version__,
                 "python": platform.python_version(),
@@ -150,3 +158,11 @@ def record_resume(out: Path, command: Sequence[str] | None = None) -> None:
         {"time": now, "command": list(sys.argv if command is None else command)}
     )
     write_json(out / META_FILE, meta)
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a darnn run directory (no {CONFIG_FILE}).")
+    return RunConfig.from_dict(read_config_file(path))

@@ -13,8 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ..files import write_text
 from ..plots import figure
-from ..runs import write_text
 from .methods import Plan
 
 TABLE_FILE = "table.md"

@@ -23,10 +23,13 @@ import numpy as np
 
 from .. import rundir, training
 from ..baselines import Split, fit_perceptron, matched_width, parameter_counts, tune_mlp
-from ..data import Dataset
+from ..data import Dataset, load_data
+from ..devices import resolve_device
+from ..errors import RunError
+from ..files import write_json
 from ..network import Network
 from ..runconfig import config_digest
-from ..runs import RunError, write_json
+from ..rundir import CHECKPOINT_FILE
 from .methods import Method, Plan
 from .report import write_report
 
@@ -69,7 +72,7 @@ class Bench:
 
     def __init__(self, plan: Plan, out: Path, data: Dataset, log: Callable[[str], None]) -> None:
         self.plan, self.out, self.data, self.log = plan, out, data, log
-        self.fingerprint = training.data_fingerprint(data)
+        self.fingerprint = data.fingerprint()
         self.split = {
             "n_train": len(data.y_train),
             "n_val": len(data.y_val),
@@ -108,12 +111,8 @@ class Bench:
         wall = time.perf_counter() - tick
         if summary["status"] != "completed":
             raise Interrupted
-        metrics = [
-            json.loads(line)
-            for line in (run_dir / training.METRICS_FILE).read_text().splitlines()
-            if line.strip()
-        ]
-        checkpoint = run_dir / training.CHECKPOINT_FILE
+        metrics = summary["metrics"]
+        checkpoint = run_dir / CHECKPOINT_FILE
         fingerprint = read_fingerprint(checkpoint)
         checkpoint.unlink()  # the run is complete; its model file stays (saves disk space)
         last = metrics[-1]
@@ -253,11 +252,11 @@ def run_bench(
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     check_out(out)
-    data = training.load_data(plan.data)
+    data = load_data(plan.data)
     for method in plan.methods:  # every network builds (memory, shapes) and its device exists
         target = plan.method(method.match) if method.match else method
         if target.config is not None:
-            training.resolve_device(target.config.train.device)
+            resolve_device(target.config.train.device)
             count_parameters(target, data, plan.seeds[0])
     created = rundir.claim(out, resumable=False)
     try:

@@ -8,8 +8,8 @@ test (see `loading`). The modules:
 - `sources`: where the built-in datasets are looked for, listing, downloading with SHA-256
   checks, loading an MNIST-family folder;
 - `npz`: a user's ``numpy.savez`` archive;
-- `loading`: ``Dataset``, ``load_dataset``, the seeded stratified splits and
-  ``sign_projection``.
+- `loading`: ``Dataset``, ``load_dataset`` (and ``load_data`` for a run config's data
+  section), the seeded stratified splits and ``sign_projection``.
 
 The names below are re-exported for ``from darnn.data import X``. A test that replaces one
 (``fetch_url``, ``SYSTEM_DATA_DIR``, ``SOURCES``) must patch `darnn.data.sources`, where it is
@@ -18,7 +18,7 @@ looked up, not this package.
 
 from .common import DataError, RawData
 from .idx import read_idx, read_labelled_images, write_idx
-from .loading import Dataset, load_dataset, sign_projection
+from .loading import Dataset, load_data, load_dataset, sign_projection
 from .npz import MAX_CLASSES, load_npz
 from .sources import (
     DATASETS,
@@ -51,6 +51,7 @@ __all__ = [
     "fetch_url",
     "find_dataset",
     "list_datasets",
+    "load_data",
     "load_dataset",
     "load_idx_dataset",
     "load_npz",

@@ -8,15 +8,21 @@ set is the one shipped with the data, or a fixed seeded 20 % hold-out when none 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .common import RawData
+from ..errors import ConfigError
+from .common import DataError, RawData
 from .npz import load_npz
 from .sources import canonical_name, load_idx_dataset
+
+if TYPE_CHECKING:  # the data section's type only: loading data needs no torch
+    from ..runconfig import DataConfig
 
 _TEST_FRACTION = 0.2  # hold-out used when a dataset ships no test split
 _TEST_SPLIT_SEED = 0  # fixed, so the test set never depends on the user's seed
@@ -40,6 +46,12 @@ class Dataset:
     def n_features(self) -> int:
         """Number of input features d."""
         return int(self.X_train.shape[1])
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the training data, so a resumed run cannot silently train on other data."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.X_train).tobytes())
+        digest.update(np.ascontiguousarray(self.y_train).tobytes())
+        return digest.hexdigest()
 
 
 def _stratified_split(
@@ -145,3 +157,26 @@ def load_dataset(
     return Dataset(
         key, splits[0], y[train], splits[1], y[val], splits[2], y_test, n_classes, source
     )
+
+
+def load_data(
+    config: DataConfig, *, name: str | None = None, data_dir: str | None = None
+) -> Dataset:
+    """The data set a run config's data section describes (``name``/``data_dir`` replace
+    the config's)."""
+    try:
+        return load_dataset(
+            name or config.name,
+            data_dir=data_dir or config.data_dir,
+            val_size=config.val_size,
+            seed=config.split_seed,
+            transform=config.transform,
+            transform_dim=config.transform_dim,
+            transform_seed=config.transform_seed,
+            limit_train=config.limit_train,
+            download=config.download,
+        )
+    except DataError:
+        raise  # already a complete user-facing message
+    except (TypeError, ValueError) as exc:  # an argument the data section passed on
+        raise ConfigError(f"config section 'data': {exc}") from None

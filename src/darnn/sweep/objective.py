@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..errors import RunError
 from ..runconfig import RunConfig, load_run_config
-from ..runs import RunError
 from .space import overrides
 from .storage import import_optuna
 from .study import ERROR, METRICS, OUTCOME, RETRIES, RUN_DIR, TRIALS_DIR, SweepSpec, requeue

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..runs import RunError
+from ..errors import RunError
 
 STUDY_DB = "study.db"
 INSTALL_HINT = "pip install -e '.[sweep]'"

@@ -196,7 +196,7 @@ def prepare_sweep(
     if out_dir.exists() and not out_dir.is_dir():
         raise SweepError(f"--out {out_dir} exists and is not a directory")
     if check_data and "data.name" not in spec.space:  # one clear error, not N failed trials
-        from ..training import load_data
+        from ..data import load_data
 
         load_data(base.data)
     return spec

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..runs import RunError
+from ..errors import RunError
 from .objective import Gate, Objective, TrialFailed, TrialInterrupted, trial_line
 from .storage import import_optuna
 from .study import SweepSpec, Tally, create_study, load_study, say, tally

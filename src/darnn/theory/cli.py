@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import rundir
 from ..config import SCHEDULES
-from ..runs import write_text
+from ..files import write_text
 from .access import access_experiment, transition_points
 from .counting import MAX_ENUMERATION_N, count_experiment
 from .geometry import geometry_experiment

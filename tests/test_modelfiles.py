@@ -17,8 +17,10 @@ import torch
 
 from darnn.config import NetworkConfig
 from darnn.couplings import SparseCoupling
+from darnn.errors import RunError
+from darnn.files import atomic_write
+from darnn.modelfiles import check_tensors, load_model, save_model
 from darnn.network import Network
-from darnn.runs import RunError, atomic_write, check_tensors, load_model, save_model
 
 CSR = NetworkConfig(hidden=(30,), j_density=0.2, w_in_density=0.5, sparse_format="csr")
 J = "recurrent.J.0"
@@ -189,7 +191,7 @@ def test_import_does_not_touch_the_umask() -> None:
         calls = []
         real = os.umask
         os.umask = lambda mask: calls.append(mask) or real(mask)
-        import darnn.runs, darnn.training, darnn.cli
+        import darnn.files, darnn.modelfiles, darnn.training, darnn.cli
         assert not calls, calls
     """
     result = subprocess.run(

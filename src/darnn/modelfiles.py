@@ -1,23 +1,18 @@
-"""Files of a run directory: atomic writes, the saved model, checkpoints and metrics.
+"""Model and checkpoint files: the saved network and the exact position of a run.
 
-A run directory holds ``config.yaml`` (the resolved config), ``meta.json`` (seed, versions,
-command line, start time), ``metrics.jsonl`` (one record per epoch), ``checkpoint.safetensors``
-(everything needed to continue, rewritten at every save), and at the end the model
-(``model.safetensors`` + ``model.json``) and PNG plots. Every file is written to a temporary
-file in the same folder and renamed into place, so a crash never leaves a half-written file,
-and every weight file carries a SHA-256 that is checked when it is read back.
+The model is ``model.safetensors`` (weights) + ``model.json`` (how to rebuild it, SHA-256);
+a checkpoint is one safetensors file holding weights, random streams and the JSON state of
+the run. Both are written atomically (darnn.files) and every field read back is checked
+before it is used, so a damaged or foreign file gives a RunError that names it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import secrets
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import safetensors
 import safetensors.torch
@@ -26,67 +21,19 @@ import torch
 from .config import NetworkConfig, from_dict, shown, to_dict
 from .couplings import DenseCoupling, IdentityCoupling, SparseCoupling, check_csr_indices
 from .data import MAX_CLASSES, sha256_file
+from .devices import DTYPES
+from .errors import RunError
+from .files import atomic_write, write_json
 from .network import Network
 
 MODEL_FORMAT = "darnn-model"
 CHECKPOINT_FORMAT = "darnn-checkpoint"
 FORMAT_VERSION = 1
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Largest input dimension a model file may declare (2^24: 4096 x 4096 images); anything
 # larger in a model.json is taken for corruption rather than allocated.
 MAX_FEATURES = 1 << 24
 # Seeds torch.Generator.manual_seed accepts.
 _SEED_RANGE = (-(2**63), 2**64 - 1)
-
-
-class RunError(Exception):
-    """A problem the user can fix (run directory, model or checkpoint file); one paragraph."""
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """A new file ``.NAME.XXXXXXXX.tmp`` next to ``path``, opened for writing.
-
-    Created with mode 0o666 so the process umask applies as to any new file (mkstemp's 0o600
-    would need the umask, which can only be read by changing it).
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary file name next to {path}")
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(stream)`` into a temporary file, then rename it."""
-    fd, tmp = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda stream: stream.write(text.encode()))
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
