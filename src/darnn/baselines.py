@@ -1,5 +1,5 @@
-"""Baselines the paper compares with (SPEC §4 C): frozen-representation networks, backprop
-MLPs with the same number of parameters, and a perceptron on the raw input.
+"""Baselines the paper compares with (docs/model.md#baselines): frozen-representation
+networks, backprop MLPs with the same number of parameters, and a perceptron on the raw input.
 
 - `reservoir`: the same network and two-phase training, but J and W_in frozen: only the
   readout learns (the representation is the untrained recurrent dynamics).

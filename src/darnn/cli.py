@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .theory import cli as theory  # each experiment registers its own subcommand
 
     if hasattr(theory, "add_subcommands"):
-        p = commands.add_parser("theory", help="numerical checks of the theory (SPEC §2)")
+        p = commands.add_parser(
+            "theory", help="numerical checks of the theory (docs/model.md#theory-quantities)"
+        )
         theory.add_subcommands(
             p.add_subparsers(dest="theory_command", required=True, metavar="EXPERIMENT")
         )

@@ -1,4 +1,4 @@
-"""Plain, validated configuration dataclasses (SPEC §3).
+"""Plain, validated configuration dataclasses (every key: docs/model.md#config-keys).
 
 `NetworkConfig` describes the architecture and initial scales, `LearningConfig` the
 sweeps, margins, rates and decays of the two-phase local rule. Both validate in
@@ -147,9 +147,10 @@ def _plain_numbers(config: object) -> None:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Architecture and initial scales (SPEC §3 table). Sizes of input/readout come from data.
+    """Architecture and initial scales (docs/model.md#the-deep-network); sizes of input and
+    readout come from data.
 
-    Defaults follow the authors' JAX recipe (SPEC §4 A) with dense couplings.
+    Defaults follow the authors' JAX recipe (docs/model.md#recipe-a) with dense couplings.
     """
 
     hidden: tuple[int, ...] = (1000,)  # N_l of each hidden module
@@ -204,7 +205,10 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class LearningConfig:
-    """Sweeps, margins, rates and decays of the two-phase local rule (SPEC §3 step 1-5).
+    """Sweeps, margins, rates and decays of the two-phase local rule.
+
+    Definitions: docs/model.md#the-learning-step, docs/model.md#the-local-rule and
+    docs/model.md#margin-conventions.
 
     Update of a learned matrix W feeding unit i from presynaptic activity x:
     ``dW_ij = lr * s_i * 1[s_i h_i <= kappa] * x_j / (sqrt(B) * sqrt(fan_in))`` summed over
@@ -234,7 +238,8 @@ class LearningConfig:
     decay_inter: float = 0.0
     decay_out: float = 0.0
     learn_inter: bool = False  # inter-module forward couplings are fixed unless asked
-    # State the readout rule learns from: "free" = s* after the free phase (SPEC §3 step 4);
+    # State the readout rule learns from (docs/model.md#readout-state): "free" = s* after the
+    # free phase;
     # "eval" = the label-free relaxation of the same batch, i.e. what prediction reads.
     readout_state: str = "free"
 

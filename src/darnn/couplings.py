@@ -345,7 +345,8 @@ def gaussian_coupling(
     zero_diagonal: bool = False,
     sparse: bool = False,
 ) -> Coupling:
-    """strength * G / sqrt(n_in * density) on a Bernoulli(density) support (SPEC §3).
+    """strength * G / sqrt(n_in * density) on a Bernoulli(density) support
+    (docs/model.md#a-single-module).
 
     The random draws do not depend on `sparse`, so the same seed gives the same matrix in
     either storage. A masked coupling is drawn as CSR (support, then one Gaussian per

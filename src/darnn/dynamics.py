@@ -1,4 +1,4 @@
-"""Zero-temperature dynamics s <- sign(h) of a recurrent chain (SPEC §2).
+"""Zero-temperature dynamics s <- sign(h) of a recurrent chain (docs/model.md#fixed-points).
 
 `relax` runs at most `max_sweeps` sweeps of one schedule under given external fields
 (input drive, label field, or anything a theory experiment wants). A sample whose state

@@ -1,4 +1,6 @@
-"""The two-phase training step and the local perceptron rule with margin (SPEC §3).
+"""The two-phase training step and the local perceptron rule with margin.
+
+Definitions: docs/model.md#the-learning-step and docs/model.md#the-local-rule.
 
 One batch: warm-up (input only) -> clamped phase (label field on the last module) ->
 free phase (label removed) -> every learned matrix takes a local update computed from

@@ -1,4 +1,4 @@
-"""The deep asymmetric recurrent network (SPEC §2-3).
+"""The deep asymmetric recurrent network (docs/model.md#the-deep-network).
 
 `Recurrent` is the part the dynamics needs: hidden modules with couplings J_l (zero
 diagonal, plus the fixed self-coupling J_D) and the inter-module couplings. `Network`
@@ -287,7 +287,10 @@ class Recurrent(nn.Module):
 
 
 class Network(nn.Module):
-    """Input -> hidden chain -> readout, with fixed random label feedback (SPEC §3 table)."""
+    """Input -> hidden chain -> readout, with fixed random label feedback.
+
+    Couplings and their initial scales: docs/model.md#the-deep-network.
+    """
 
     def __init__(
         self,

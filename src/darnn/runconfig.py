@@ -60,7 +60,8 @@ class DataConfig:
     val_size: float | int = 0.1  # fraction of the training data, or a count
     split_seed: int = 0  # fixes the validation split, whatever the training seed
     limit_train: int | None = None  # keep only this many training samples
-    transform: str | None = None  # None, "entangled" (SPEC §4 C) or "binarised" (§4 B)
+    # None, "entangled" or "binarised" (docs/model.md#input-transforms)
+    transform: str | None = None
     transform_dim: int | None = None  # projection size (default 100 entangled, D binarised)
     transform_seed: int = 0  # seed of the fixed Gaussian projection
 

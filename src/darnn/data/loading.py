@@ -2,8 +2,9 @@
 
 The validation set is always carved out of the training data (seeded, stratified); the test
 set is the one shipped with the data, or a fixed seeded 20 % hold-out when none is shipped
-(digits, an npz file without test arrays). The transforms are the input encodings of SPEC §4 B
-("binarised": sign of a D x D Gaussian projection) and C ("entangled": sign of a D x 100 one).
+(digits, an npz file without test arrays). The transforms are the input encodings of recipes B
+("binarised": sign of a D x D Gaussian projection) and C ("entangled": sign of a D x 100 one);
+see docs/model.md#input-transforms.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def load_dataset(
     splits = [X[train], X[val], X_test]
     if kind is not None:
         dim = transform_dim
-        if dim is None:  # SPEC §4 C projects to 100 dimensions, §4 B keeps D
+        if dim is None:  # recipe C projects to 100 dimensions, recipe B keeps D
             dim = 100 if kind == "entangled" else X.shape[1]
         splits = [sign_projection(part, dim, transform_seed) for part in splits]
     return Dataset(

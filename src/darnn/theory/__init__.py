@@ -1,4 +1,4 @@
-"""Theory lab (SPEC §2): fixed-point counts, dynamical accessibility, manifold geometry.
+"""Theory lab (docs/model.md#theory-quantities): fixed-point counts, accessibility, geometry.
 
 Three experiments on random fully asymmetric couplings J (i.i.d. N(0, 1/N) off the
 diagonal, the library's own `gaussian_coupling`), each a function returning rows of a

@@ -1,5 +1,5 @@
-"""Dynamical accessibility (SPEC §2): how often, and how fast, simple dynamics reach a
-fixed point from random starts.
+"""Dynamical accessibility (docs/model.md#accessibility): how often, and how fast, simple
+dynamics reach a fixed point from random starts.
 
 One module versus its self-coupling J_D, and a two-module chain at J_D = 0 versus the
 inter-module lambda, with `darnn.dynamics.relax` and any of its schedules.

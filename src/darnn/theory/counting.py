@@ -1,4 +1,4 @@
-"""Counting fixed points (SPEC §2): exact enumeration against the annealed complexity.
+"""Counting fixed points: exact enumeration against docs/model.md#annealed-complexity.
 
 A configuration s in {-1,+1}^N is a fixed point at margin kappa when s_i h_i > kappa for
 every unit, with h_i = sum_{j!=i} J_ij s_j + J_D s_i (+ an external field). For N <= 24
@@ -34,7 +34,8 @@ DEFAULT_CHUNK = 2**16  # states per enumeration chunk (a few MB at N = 24)
 
 
 def annealed_complexity(j_d: float, kappa: float = 0.0) -> float:
-    """Annealed complexity ln 2 + ln Phi(J_D - kappa) (SPEC §2), the N -> inf growth rate."""
+    """Annealed complexity ln 2 + ln Phi(J_D - kappa), the N -> inf growth rate of the
+    expected number of fixed points (docs/model.md#annealed-complexity)."""
     return math.log(2.0) + float(log_ndtr(j_d - kappa))
 
 

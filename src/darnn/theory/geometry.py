@@ -1,5 +1,5 @@
-"""Geometry of the reached fixed points (SPEC §2): their mutual overlaps, and whether a
-start at Hamming distance d from one relaxes to a fixed point within distance r*d of it
+"""Geometry of the reached fixed points (docs/model.md#geometry): their mutual overlaps, and
+whether a start at Hamming distance d from one relaxes to a fixed point within distance r*d of it
 (a dense, connected set) or back to it (an isolated attractor) or far away.
 """
 
