@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 SCHEDULES = ("synchronous", "sequential", "asynchronous")
-INTER_KINDS = ("identity", "sparse")
-LABEL_ENCODINGS = ("pm1", "rescaled")
+INTER_KINDS = ("identity", "sparse", "gaussian")
+LABEL_ENCODINGS = ("pm1", "rescaled", "halved")
+READOUTS = ("perceptron", "neurons")
 SPARSE_FORMATS = ("auto", "dense", "csr")
-MARGIN_CONVENTIONS = ("total", "offdiag")
+MARGIN_CONVENTIONS = ("total", "offdiag", "offdiag_lambda")
 READOUT_STATES = ("free", "eval")
 
 # Largest hidden module: sparse column indices are int32, and no machine holds more.
@@ -160,7 +161,8 @@ class NetworkConfig:
     w_in_strength: float = 5.0
     w_in_density: float = 1.0  # 1 - p_in
     input_to_all: bool = False  # W_in feeds every hidden module, not only the first
-    inter: str = "identity"  # one-to-one lambda*I, or sparse random positive ("excitatory")
+    # one-to-one lambda*I, sparse random positive ("excitatory"), or dense Gaussian
+    inter: str = "identity"
     lambda_forward: float = 1.0  # l-1 -> l
     lambda_backward: float = 1.0  # l+1 -> l
     inter_fan_in: int = 1  # presynaptic partners per unit when inter="sparse"
@@ -168,6 +170,15 @@ class NetworkConfig:
     w_back_strength: float = 1.3
     label_encoding: str = "rescaled"  # "rescaled": +1 -> sqrt(C-1)/2, -1 -> -1/sqrt(C-1)
     sparse_format: str = "auto"  # masked couplings stored dense, as CSR, or CSR when density <= 0.2
+    # The authors' PyTorch protocol (docs/model.md#readout-neurons). "neurons": the readout is
+    # a layer of +-1 units in the state, clamped to the label by a field label_strength * t;
+    # the last module hears W_back times the readout's state, not the label itself.
+    readout: str = "perceptron"
+    label_strength: float = 1000.0  # lambda_y, the clamp on the readout neurons
+    w_in_strengths: tuple[float, ...] = ()  # per fed module (input_to_all); () = w_in_strength
+    w_back_skip: tuple[float, ...] = ()  # fixed readout -> module l, one per non-last module
+    w_forth_skip: tuple[float, ...] = ()  # learned module l -> readout, one per non-last module
+    symmetric_w_back: bool = False  # W_back (and its skips) re-tied to the readout's transpose
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
@@ -196,11 +207,54 @@ class NetworkConfig:
         check_choice("label_encoding", self.label_encoding, LABEL_ENCODINGS)
         check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
         check_count("inter_fan_in", self.inter_fan_in, minimum=1)
+        self._check_readout_neurons()
         if self.inter == "sparse" and len(hidden) > 1 and self.inter_fan_in > min(hidden):
             raise ValueError(
                 f"inter_fan_in={self.inter_fan_in} exceeds the smallest hidden module "
                 f"({min(hidden)} units); use at most {min(hidden)}"
             )
+
+
+    def _check_readout_neurons(self) -> None:
+        """Options of the authors' protocol: lengths per module, and what needs neurons."""
+        check_choice("readout", self.readout, READOUTS)
+        check_positive("label_strength", self.label_strength, allow_zero=True)
+        n = len(self.hidden)
+        for name, expected, what in (
+            ("w_in_strengths", n, "one per hidden module"),
+            ("w_back_skip", n - 1, "one per hidden module but the last"),
+            ("w_forth_skip", n - 1, "one per hidden module but the last"),
+        ):
+            values = getattr(self, name)
+            if not isinstance(values, (tuple, list)):
+                raise ValueError(f"{name}={shown(values)} is not valid; give a list of numbers")
+            object.__setattr__(self, name, tuple(float(v) if _is_real(v) else v for v in values))
+            for i, v in enumerate(values):
+                check_positive(f"{name}[{i}]", v, allow_zero=True)
+            if values and len(values) != expected:
+                raise ValueError(
+                    f"{name}={shown(list(values))} is not valid for hidden={list(self.hidden)}: "
+                    f"give {what} ({expected} values), or [] to leave it out"
+                )
+        if self.w_in_strengths and not self.input_to_all:
+            raise ValueError(
+                "w_in_strengths needs input_to_all=true (per-module strengths are for an "
+                "input that feeds every module)"
+            )
+        if self.readout == "neurons":
+            return
+        for name in ("w_back_skip", "w_forth_skip", "symmetric_w_back"):
+            if getattr(self, name):
+                raise ValueError(
+                    f"{name}={shown(getattr(self, name))} needs readout='neurons' (the "
+                    "authors' readout layer); with readout='perceptron' leave it at its default"
+                )
+
+    @property
+    def input_strengths(self) -> tuple[float, ...]:
+        """W_in strength of every module the input feeds."""
+        fed = len(self.hidden) if self.input_to_all else 1
+        return self.w_in_strengths or (self.w_in_strength,) * fed
 
 
 @dataclass(frozen=True)
@@ -242,6 +296,13 @@ class LearningConfig:
     # free phase;
     # "eval" = the label-free relaxation of the same batch, i.e. what prediction reads.
     readout_state: str = "free"
+    # The authors' protocol (network.readout="neurons"; docs/model.md#readout-neurons).
+    p_update: float = 1.0  # each unit takes its new sign with this probability per sweep
+    double_dynamics: bool = False  # then as many sweeps with the feedback cut, label clamped
+    double_update: bool = False  # J learns on the first fixed point, the readout on the second
+    inference_backward: bool = True  # label-free sweeps keep the backward couplings (mode 4)
+    lr_out_skip: float = 0.0  # rate of the learned module -> readout skips
+    decay_out_skip: float = 0.0
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
@@ -253,12 +314,51 @@ class LearningConfig:
             check_count(name, getattr(self, name), minimum=0)
         for name in ("kappa_in", "kappa_j", "kappa_inter", "kappa_out"):
             check_finite(name, getattr(self, name))
-        for name in ("lr_in", "lr_j", "lr_inter", "lr_out"):
+        for name in ("lr_in", "lr_j", "lr_inter", "lr_out", "lr_out_skip"):
             check_positive(name, getattr(self, name), allow_zero=True)
-        for name in ("decay_in", "decay_j", "decay_inter", "decay_out"):
+        if not (_is_real(self.p_update) and 0 < self.p_update <= 1):
+            raise ValueError(
+                f"p_update={shown(self.p_update)} is not valid; a probability of update must "
+                "lie in (0, 1]"
+            )
+        if self.double_update and not self.double_dynamics:
+            raise ValueError(
+                "double_update=true needs double_dynamics=true: the update reads the fixed "
+                "points of both halves of the double dynamics"
+            )
+        for name in ("decay_in", "decay_j", "decay_inter", "decay_out", "decay_out_skip"):
             value = getattr(self, name)
             if not (_is_real(value) and 0 <= value < 1):
                 raise ValueError(f"{name}={shown(value)} is not valid; a decay must lie in [0, 1)")
+
+
+def check_compatible(network: NetworkConfig, learning: LearningConfig) -> None:
+    """Refuse learning options that the network cannot run (messages name both keys)."""
+    if network.readout != "neurons":
+        neurons_only = {
+            "p_update": learning.p_update != 1.0,
+            "double_dynamics": learning.double_dynamics,
+            "inference_backward": not learning.inference_backward,
+            "lr_out_skip": learning.lr_out_skip != 0.0,
+        }
+        for name, used in neurons_only.items():
+            if used:
+                raise ValueError(
+                    f"learning.{name}={shown(getattr(learning, name))} needs "
+                    "network.readout=neurons (the authors' protocol); with "
+                    "network.readout=perceptron leave it at its default"
+                )
+        return
+    if learning.schedule != "synchronous":
+        raise ValueError(
+            f"learning.schedule={learning.schedule!r} cannot run network.readout=neurons: the "
+            "authors' protocol updates every layer and the readout at once (synchronous)"
+        )
+    if learning.readout_state != "free":
+        raise ValueError(
+            "learning.readout_state=eval cannot be used with network.readout=neurons: the "
+            "readout neurons learn from their own clamped state"
+        )
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -324,6 +424,7 @@ __all__ = [
     "LABEL_ENCODINGS",
     "MARGIN_CONVENTIONS",
     "MAX_UNITS",
+    "READOUTS",
     "READOUT_STATES",
     "SCHEDULES",
     "SHOWN_CHARS",
@@ -331,6 +432,7 @@ __all__ = [
     "LearningConfig",
     "NetworkConfig",
     "check_choice",
+    "check_compatible",
     "check_count",
     "check_density",
     "check_finite",

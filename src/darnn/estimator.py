@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import LearningConfig, NetworkConfig, shown
+from .config import LearningConfig, NetworkConfig, check_compatible, shown
 from .epoch import fit_epoch, seeded_generators, threads_for
 from .learning import evaluate
 from .network import Network
@@ -53,6 +53,12 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         w_back_strength: float = _NET.w_back_strength,
         label_encoding: str = _NET.label_encoding,
         sparse_format: str = _NET.sparse_format,
+        readout: str = _NET.readout,
+        label_strength: float = _NET.label_strength,
+        w_in_strengths: tuple[float, ...] = _NET.w_in_strengths,
+        w_back_skip: tuple[float, ...] = _NET.w_back_skip,
+        w_forth_skip: tuple[float, ...] = _NET.w_forth_skip,
+        symmetric_w_back: bool = _NET.symmetric_w_back,
         schedule: str = _LEARNING.schedule,
         warmup_sweeps: int = _LEARNING.warmup_sweeps,
         clamped_sweeps: int = _LEARNING.clamped_sweeps,
@@ -73,6 +79,12 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         decay_out: float = _LEARNING.decay_out,
         learn_inter: bool = _LEARNING.learn_inter,
         readout_state: str = _LEARNING.readout_state,
+        p_update: float = _LEARNING.p_update,
+        double_dynamics: bool = _LEARNING.double_dynamics,
+        double_update: bool = _LEARNING.double_update,
+        inference_backward: bool = _LEARNING.inference_backward,
+        lr_out_skip: float = _LEARNING.lr_out_skip,
+        decay_out_skip: float = _LEARNING.decay_out_skip,
         n_epochs: int = 10,
         batch_size: int = 16,
         random_state: int | np.random.RandomState | None = None,
@@ -95,6 +107,12 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.w_back_strength = w_back_strength
         self.label_encoding = label_encoding
         self.sparse_format = sparse_format
+        self.readout = readout
+        self.label_strength = label_strength
+        self.w_in_strengths = w_in_strengths
+        self.w_back_skip = w_back_skip
+        self.w_forth_skip = w_forth_skip
+        self.symmetric_w_back = symmetric_w_back
         self.schedule = schedule
         self.warmup_sweeps = warmup_sweeps
         self.clamped_sweeps = clamped_sweeps
@@ -115,6 +133,12 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.decay_out = decay_out
         self.learn_inter = learn_inter
         self.readout_state = readout_state
+        self.p_update = p_update
+        self.double_dynamics = double_dynamics
+        self.double_update = double_update
+        self.inference_backward = inference_backward
+        self.lr_out_skip = lr_out_skip
+        self.decay_out_skip = decay_out_skip
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.random_state = random_state
@@ -194,6 +218,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
 
     def _init_network(self, classes: np.ndarray) -> None:
         net_cfg, self._learning = self.network_config(), self.learning_config()
+        check_compatible(net_cfg, self._learning)
         self._check_loop_params()
         if len(classes) < 2:
             raise ValueError(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import protocol
 from .config import LearningConfig
 from .couplings import batch_minor
 from .dynamics import Relaxation, chunk_size, relax
@@ -95,7 +96,7 @@ def _local_rule(
         unstable_j = mask_j
         if cfg.learn_inter and l > 0:
             post = _at_most(stability, cfg.kappa_inter + offset).mul_(s)
-            fan = 1.0 if c.inter == "identity" else float(c.inter_fan_in)
+            fan = net.inter_fan_in(l)
             update(
                 rec.forward_couplings[l - 1],
                 post,
@@ -152,7 +153,12 @@ def learning_step(
     cfg: LearningConfig,
     generator: torch.Generator | None = None,
 ) -> StepStats:
-    """One training batch: two phases, then the local rule (weights change in place)."""
+    """One training batch: two phases, then the local rule (weights change in place).
+
+    With readout neurons (network.readout="neurons") the batch follows the authors'
+    protocol instead (`darnn.protocol`)."""
+    if net.config.readout == "neurons":
+        return protocol_step(net, x, y, cfg, generator)
     x = batch_minor(x)  # one copy here saves one in the input product and one in its update
     drives, phases = _phases(net, x, y, cfg, generator)
     free = phases[-1]
@@ -162,6 +168,32 @@ def learning_step(
     )
     stats.phase_sweeps = torch.stack([p.sweeps for p in phases])
     return stats
+
+
+def protocol_step(
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    cfg: LearningConfig,
+    generator: torch.Generator | None = None,
+) -> StepStats:
+    """One batch of the authors' protocol: their dynamics, then their local rule."""
+    return protocol_stats(net, x, y, protocol.relax_training(net, x, y, cfg, generator), cfg)
+
+
+def protocol_stats(
+    net: Network, x: Tensor, y: Tensor, relaxed: protocol.ProtocolRelaxation, cfg: LearningConfig
+) -> StepStats:
+    """The protocol's local rule on a relaxed batch, and the step's statistics."""
+    unstable, h_out = protocol.learn(net, x, y, relaxed, cfg)
+    batch = x.shape[0]
+    return StepStats(
+        batch_size=batch,
+        correct=(h_out.argmax(dim=1) == y).sum(),
+        unstable=unstable.to(h_out.dtype).mean(),
+        converged=relaxed.stable.sum(),
+        free_sweeps=torch.tensor(relaxed.sweeps * batch),
+    )
 
 
 def label_free_state(
@@ -226,6 +258,8 @@ def predict_scores(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Relaxation]:
     """Readout field after warm-up + eval sweeps with the input alone (never the label)."""
+    if net.config.readout == "neurons":
+        return protocol.predict(net, x, cfg, generator)
     out = evaluation_relaxation(net, net.input_drives(x), cfg, generator)
     return net.readout(out.states[-1]), out
 
@@ -244,10 +278,13 @@ def evaluate(
     # input product, dynamics and readout chunk by chunk, so the chunk stays in cache; only
     # scores and counts are kept, never (B, N) fields.
     chunk = chunk_size(net.recurrent, cfg.schedule, net.device)
+    # Stochastic sweeps (p_update < 1) draw their masks from one seeded stream per pass,
+    # so an evaluation is reproducible.
+    generator = torch.Generator().manual_seed(0) if cfg.p_update < 1 else None
     for start in range(0, X.shape[0], batch_size):
         xb = X[start : start + batch_size].to(net.device, net.dtype)
         for xc in (xb,) if chunk is None else xb.split(chunk):
-            s, out = predict_scores(net, xc, cfg)
+            s, out = predict_scores(net, xc, cfg, generator)
             scores.append(s)
             sweeps += int(out.sweeps.sum())
             converged += int(out.converged.sum())

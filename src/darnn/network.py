@@ -85,6 +85,9 @@ def estimate_bytes(
     for a, b in zip(sizes[:-1], sizes[1:]):
         if config.inter == "identity":
             kept += (a + b) * item
+        elif config.inter == "gaussian":
+            kept += 2 * a * b * item
+            temporary = max(temporary, a * b * 8)
         else:
             k = config.inter_fan_in
             kept += (a + b) * k * (item + 4) + (a + b + 2) * 4
@@ -166,6 +169,27 @@ def check_memory(
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.3g} GiB ({n} bytes)"
+
+
+def label_code(encoding: str, n_classes: int) -> tuple[float, float]:
+    """(off, on): the values that code a wrong and the true class in the label feedback.
+
+    "pm1": -1, +1. "rescaled" (the authors' JAX library): -1/sqrt(C-1), sqrt(C-1)/2, so the
+    true class dominates. "halved" (their PyTorch code): -1/2, sqrt(C)/2.
+    """
+    if encoding == "rescaled":
+        return -1 / math.sqrt(n_classes - 1), math.sqrt(n_classes - 1) / 2
+    if encoding == "halved":
+        return -0.5, math.sqrt(n_classes) / 2
+    return -1.0, 1.0
+
+
+def _skip_draw(parallel: Tensor, n: int, scale: float, gen: torch.Generator) -> Tensor:
+    """The standard-normal draw behind ``parallel`` (= draw * scale, shape (N_L, C)) for a
+    skip from a module of n units: the same draw if the sizes match, else a new one."""
+    if parallel.shape[0] == n and scale > 0:
+        return parallel / scale
+    return torch.randn(n, parallel.shape[1], generator=gen)
 
 
 def _sync_j_d(module: Recurrent, _keys: object) -> None:
@@ -321,17 +345,16 @@ class Network(nn.Module):
         def storage(density: float) -> bool:
             return uses_csr(c, density)
 
-        fed = range(len(sizes)) if c.input_to_all else range(1)
         w_in = [
             gaussian_coupling(
                 sizes[l],
                 n_features,
-                strength=c.w_in_strength,
+                strength=strength,
                 density=c.w_in_density,
                 generator=gen,
                 sparse=storage(c.w_in_density),
             )
-            for l in fed
+            for l, strength in enumerate(c.input_strengths)
         ]
         J = [
             gaussian_coupling(
@@ -356,6 +379,22 @@ class Network(nn.Module):
                     )
                 fwd.append(IdentityCoupling(torch.full((b,), c.lambda_forward)))
                 bwd.append(IdentityCoupling(torch.full((a,), c.lambda_backward)))
+            elif c.inter == "gaussian":
+                # Dense random couplings (the authors' fc_left/fc_right), diagonal left out.
+                for out, n_out, n_in, lam in (
+                    (fwd, b, a, c.lambda_forward),
+                    (bwd, a, b, c.lambda_backward),
+                ):
+                    out.append(
+                        gaussian_coupling(
+                            n_out,
+                            n_in,
+                            strength=lam,
+                            density=1.0,
+                            generator=gen,
+                            zero_diagonal=n_out == n_in,
+                        )
+                    )
             else:
                 k = c.inter_fan_in
                 fwd.append(excitatory_coupling(b, a, lam=c.lambda_forward, fan_in=k, generator=gen))
@@ -368,16 +407,55 @@ class Network(nn.Module):
         self.w_out = gaussian_coupling(
             n_classes, n_last, strength=c.w_out_strength, density=1.0, generator=gen
         )
-        w_back = torch.randn(n_last, n_classes, generator=gen) * (
-            c.w_back_strength / math.sqrt(n_classes)
-        )
-        self.register_buffer("w_back", w_back)
-        if c.label_encoding == "rescaled":
-            on, off = math.sqrt(n_classes - 1) / 2, -1 / math.sqrt(n_classes - 1)
-        else:
-            on, off = 1.0, -1.0
+        back_draw = torch.randn(n_last, n_classes, generator=gen)
+        self.register_buffer("w_back", back_draw * (c.w_back_strength / math.sqrt(n_classes)))
+        off, on = label_code(c.label_encoding, n_classes)
         self.register_buffer("label_code", torch.tensor([off, on]))
+        # Skips of the authors' protocol. As in their code, a skip starts from the draw of the
+        # coupling it parallels (W_out, W_back) rescaled to its own strength; a module of
+        # another size gets a draw of its own. Drawn last: other weights do not move.
+        self.w_forth_skip = nn.ModuleList(
+            DenseCoupling(
+                _skip_draw(self.w_out.weight.T, n, c.w_out_strength / math.sqrt(n_last), gen).T
+                * (strength / math.sqrt(n))
+            )
+            for n, strength in zip(sizes, c.w_forth_skip)
+        )
+        self.n_back_skips = len(c.w_back_skip)
+        for l, (n, strength) in enumerate(zip(sizes, c.w_back_skip)):
+            draw = _skip_draw(self.w_back, n, c.w_back_strength / math.sqrt(n_classes), gen)
+            self.register_buffer(f"w_back_skip_{l}", draw * (strength / math.sqrt(n_classes)))
+        if c.symmetric_w_back:
+            self.tie_w_back()
         self.to(device=device, dtype=dtype)
+
+    # ----- the authors' protocol (readout neurons) ---------------------------------
+    @property
+    def w_back_skip(self) -> list[Tensor]:
+        """Fixed feedback readout -> module l for every non-last module (N_l, C)."""
+        return [getattr(self, f"w_back_skip_{l}") for l in range(self.n_back_skips)]
+
+    def inter_fan_in(self, l: int) -> float:
+        """Expected number of inputs per unit of the forward coupling into module l > 0."""
+        kind = self.config.inter
+        if kind == "identity":
+            return 1.0
+        return float(self.sizes[l - 1] if kind == "gaussian" else self.config.inter_fan_in)
+
+    def tie_w_back(self) -> None:
+        """W_back (and its skips) <- the readout couplings' transpose, rescaled from the
+        readout strength to the feedback strength (the authors' ``symmetric_W``)."""
+        c = self.config
+        if c.w_out_strength == 0:
+            raise ValueError("symmetric_w_back needs network.w_out_strength > 0")
+        scale = math.sqrt(self.sizes[-1]) / math.sqrt(self.n_classes)
+        ratio = scale * c.w_back_strength / c.w_out_strength
+        self.w_back.copy_(self.w_out.weight.T * ratio)
+        for l, (skip, forth) in enumerate(zip(self.w_back_skip, self.w_forth_skip)):
+            if c.w_forth_skip[l] == 0:
+                raise ValueError(f"symmetric_w_back needs network.w_forth_skip[{l}] > 0")
+            ratio = math.sqrt(self.sizes[l]) / math.sqrt(self.n_classes)
+            skip.copy_(forth.weight.T * (ratio * c.w_back_skip[l] / c.w_forth_skip[l]))
 
     # ----- structure -------------------------------------------------------------
     @property
