@@ -139,6 +139,36 @@ def test_three_ranks_with_uneven_slices(tmp_path: Path) -> None:
     assert_close_weights(tmp_path / "one", tmp_path / "three")
 
 
+def test_authors_protocol_three_ranks_equal_one_process(tmp_path: Path) -> None:
+    """Readout neurons, skips, stochastic sweeps (masks drawn for the whole batch on every
+    rank) and double dynamics + double update: 3 ranks, uneven slices, = one process."""
+    overrides = [
+        *DENSE,
+        "data.limit_train=308",
+        "network.hidden=[20,20]",
+        "network.j_d=0.0",
+        "network.lambda_forward=2.0",
+        "network.lambda_backward=2.0",
+        "network.input_to_all=true",
+        "network.w_in_strengths=[5.0,4.0]",
+        "network.readout=neurons",
+        "network.label_encoding=halved",
+        "network.w_back_skip=[0.9]",
+        "network.w_forth_skip=[1.0]",
+        "learning.warmup_sweeps=2",
+        "learning.free_sweeps=0",
+        "learning.p_update=0.85",
+        "learning.double_dynamics=true",
+        "learning.double_update=true",
+        "learning.margin_convention=offdiag_lambda",
+        "learning.lr_out_skip=0.1",
+    ]
+    train(load_run_config(None, overrides), tmp_path / "one", progress=False)
+    results = launch(3, tmp_path / "three", overrides)
+    assert [rc for rc, _, _ in results] == [0, 0, 0], results
+    assert_close_weights(tmp_path / "one", tmp_path / "three")
+
+
 def test_only_rank_zero_writes_and_resume_is_exact(tmp_path: Path) -> None:
     two_epochs = [*DENSE, "train.epochs=2"]
     assert [r[0] for r in launch(2, tmp_path / "whole", two_epochs)] == [0, 0]

@@ -29,9 +29,17 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from . import protocol
 from .config import LearningConfig
 from .errors import RunError
-from .learning import StepStats, evaluate, label_free_state, learn_relaxed, two_phase
+from .learning import (
+    StepStats,
+    evaluate,
+    label_free_state,
+    learn_relaxed,
+    protocol_stats,
+    two_phase,
+)
 from .network import Network
 
 T = TypeVar("T")
@@ -144,6 +152,8 @@ def learning_step(
     # relaxed and then dropped.
     rows = torch.arange(ranks.rank * share, (ranks.rank + 1) * share, device=x.device)
     rows = rows.clamp_(max=batch - 1)
+    if net.config.readout == "neurons":
+        return _protocol_step(ranks, net, x, y, cfg, generator, rows)
     drives, free = two_phase(net, x[rows], y[rows], cfg, generator)
     readout_in = label_free_state(net, drives, cfg, generator)
     extra = [] if readout_in is None else [readout_in]
@@ -167,6 +177,45 @@ def learning_step(
     gathered_readout_in = pieces[2 * len(sizes)] if extra else None
     converged, sweeps = pieces[-2].squeeze(1), pieces[-1].squeeze(1)
     return learn_relaxed(net, x, y, states, fields, converged, sweeps, cfg, gathered_readout_in)
+
+
+def _gather_rows(ranks: Ranks, parts: list[Tensor], batch: int) -> list[Tensor]:
+    """Every rank's (share, n_i) blocks, gathered into (batch, n_i) blocks (padding dropped)."""
+    packed = torch.cat(parts, dim=1).contiguous()
+    blocks = [torch.empty_like(packed) for _ in range(ranks.world)]
+    with _collective(ranks):
+        dist.all_gather(blocks, packed)
+    full = torch.cat(blocks)[:batch]
+    return list(full.split([p.shape[1] for p in parts], dim=1))
+
+
+def _protocol_step(
+    ranks: Ranks,
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+    cfg: LearningConfig,
+    generator: torch.Generator | None,
+    rows: Tensor,
+) -> StepStats:
+    """The authors' protocol data-parallel: this rank relaxes its rows (update masks drawn
+    for the whole batch, as one process draws them), then every rank learns on all."""
+    batch = x.shape[0]
+    relaxed = protocol.relax_training(
+        net, x[rows], y[rows], cfg, generator, rows=rows, global_batch=batch
+    )
+    states = [relaxed.final] + ([relaxed.first] if relaxed.first is not None else [])
+    parts = [t for st in states for t in (*st.modules, st.readout)]
+    parts.append(relaxed.stable.to(x.dtype).unsqueeze(1))
+    gathered = _gather_rows(ranks, parts, batch)
+    n = len(net.sizes) + 1
+    final = protocol.State(gathered[: n - 1], gathered[n - 1])
+    first = (
+        protocol.State(gathered[n : 2 * n - 1], gathered[2 * n - 1]) if len(states) > 1 else None
+    )
+    stable = gathered[-1].squeeze(1).bool()
+    full = protocol.ProtocolRelaxation(final, first, relaxed.sweeps, stable)
+    return protocol_stats(net, x, y, full, cfg)
 
 
 def evaluate_sharded(
