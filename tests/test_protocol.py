@@ -170,3 +170,85 @@ def test_learning_step_is_the_protocol(case: str) -> None:
     learning_step(net, x, y, cfg_l)
     for name, value in weights(net).items():
         torch.testing.assert_close(value, tensor(d, f"step0_{name}"), rtol=1e-5, atol=2e-6)
+
+
+NEURONS = ["network.readout=neurons", "learning.free_sweeps=0"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["learning.double_update=true"], ["double_update", "double_dynamics"]),
+        ([*NEURONS, "learning.p_update=0"], ["p_update", "(0, 1]"]),
+        ([*NEURONS, "learning.p_update=1.5"], ["p_update", "(0, 1]"]),
+        (["learning.p_update=0.8"], ["learning.p_update", "network.readout=neurons"]),
+        (["learning.double_dynamics=true"], ["learning.double_dynamics", "network.readout"]),
+        (["network.w_back_skip=[0.9]"], ["w_back_skip", "hidden"]),
+        (["network.hidden=[30,30]", "network.w_forth_skip=[1.0]"], ["w_forth_skip", "neurons"]),
+        (
+            [*NEURONS, "network.hidden=[30,30]", "network.w_back_skip=[1,2]"],
+            ["w_back_skip", "1 values"],
+        ),
+        (
+            [*NEURONS, "network.hidden=[30,30]", "network.w_in_strengths=[5,5]"],
+            ["w_in_strengths", "input_to_all"],
+        ),
+        ([*NEURONS, "learning.schedule=asynchronous"], ["schedule", "synchronous"]),
+        ([*NEURONS, "learning.readout_state=eval"], ["readout_state", "neurons"]),
+        ([*NEURONS, "network.label_encoding=twos"], ["label_encoding", "halved"]),
+        ([*NEURONS, "network.readout=spins"], ["readout", "perceptron, neurons"]),
+    ],
+)
+def test_contradictory_options_are_config_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, overrides: list[str], fragments: list[str]
+) -> None:
+    from cli_helpers import assert_user_error, run_main
+
+    out = tmp_path / "run"
+    code, _, err = run_main(capsys, "train", "--out", str(out), "data.name=digits", *overrides)
+    assert_user_error(code, err, *fragments)
+    assert not out.exists()
+
+
+def test_authors_recipes_train_through_the_cli(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Every shipped authors' recipe runs (tiny: digits, narrow modules, one epoch)."""
+    from cli_helpers import run_main
+
+    for recipe in sorted((Path(__file__).parents[1] / "configs" / "authors").glob("*.yaml")):
+        n = 2 if "2layer" in recipe.name or "lambda" in recipe.name else 1
+        code, out, err = run_main(
+            capsys, "train", "--config", str(recipe), "--out", str(tmp_path / recipe.stem),
+            "--quiet", "data.name=digits", "data.limit_train=200",
+            f"network.hidden={[24] * n}".replace(" ", ""),
+            f"network.w_in_strengths={[5.0] * n if n > 1 else []}".replace(" ", ""),
+            "train.epochs=1",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "test accuracy" in out
+        metrics = json.loads(
+            (tmp_path / recipe.stem / "metrics.jsonl").read_text().splitlines()[-1]
+        )
+        assert 0.0 <= metrics["test_acc"] <= 1.0
+
+
+def test_estimator_runs_the_protocol() -> None:
+    from sklearn.datasets import load_digits
+
+    from darnn import DARNClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    clf = DARNClassifier(
+        hidden=(64,), readout="neurons", label_encoding="halved", free_sweeps=0,
+        double_dynamics=True, p_update=0.9, margin_convention="offdiag", kappa_in=0.9,
+        kappa_j=0.9, kappa_out=3.0, j_d=0.5, lr_in=0.15, lr_j=0.005, lr_out=0.1,
+        n_epochs=3, random_state=0,
+    )  # fmt: skip
+    clf.fit(X[:1000], y[:1000])
+    assert clf.score(X[1000:], y[1000:]) > 0.5  # chance is 0.1
+    again = DARNClassifier(**clf.get_params()).fit(X[:1000], y[:1000])
+    assert np.array_equal(again.decision_function(X[1000:]), clf.decision_function(X[1000:]))
+    with pytest.raises(ValueError, match="p_update"):
+        DARNClassifier(p_update=0.5).fit(X[:50], y[:50])
