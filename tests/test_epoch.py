@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +88,24 @@ def test_counters_round_trip() -> None:
     assert np.isclose(c.fraction("correct"), 2 / 3)
 
 
-def test_estimator_defaults_are_the_config_defaults() -> None:
-    """One set of defaults: every NetworkConfig/LearningConfig field is an estimator
-    hyperparameter with the same default."""
+def test_one_default_story() -> None:
+    """The estimator's defaults are the default recipe, which is what `darnn train` runs
+    without a config and what configs/default.yaml holds."""
     from darnn.config import LearningConfig, NetworkConfig
+    from darnn.estimator import LEARNING_PARAMS, NETWORK_PARAMS
+    from darnn.runconfig import DEFAULT_RECIPE, RunConfig, load_run_config
 
-    params = DARNClassifier().get_params()
-    for config in (NetworkConfig(), LearningConfig()):
-        for key, value in to_dict(config).items():
-            got = params[key]
-            assert (list(got) if isinstance(got, tuple) else got) == value, key
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert load_run_config(configs / "default.yaml") == load_run_config(None) == RunConfig()
+    assert RunConfig() == DEFAULT_RECIPE
+    clf = DARNClassifier()
+    assert clf.network_config() == DEFAULT_RECIPE.network
+    assert clf.learning_config() == DEFAULT_RECIPE.learning
+    assert clf.train_config() == DEFAULT_RECIPE.train
+    # every config field is a hyperparameter, with the default recipe's value
+    assert set(NETWORK_PARAMS) == {f.name for f in dataclasses.fields(NetworkConfig)}
+    assert set(LEARNING_PARAMS) == {f.name for f in dataclasses.fields(LearningConfig)}
+    params = clf.get_params()
+    for name in NETWORK_PARAMS + LEARNING_PARAMS:
+        section = DEFAULT_RECIPE.network if name in NETWORK_PARAMS else DEFAULT_RECIPE.learning
+        assert params[name] == getattr(section, name), name

@@ -74,7 +74,15 @@ def trained_by_estimator(out: Path) -> str:
 
     X, y = load_digits(return_X_y=True)
     clf = DARNClassifier(
-        hidden=(32,), n_epochs=2, batch_size=16, random_state=3, n_threads=1, schedule="sequential"
+        hidden=(32,),
+        j_density=1.0,
+        w_in_density=1.0,
+        w_back_strength=1.3,
+        n_epochs=2,
+        batch_size=16,
+        random_state=3,
+        n_threads=1,
+        schedule="sequential",
     )
     clf.fit(X[:400] / 16.0, y[:400])
     return weights_digest(clf.network_)

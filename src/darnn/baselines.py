@@ -31,14 +31,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor, nn
 
-from .config import LearningConfig
+from .config import EVAL_BATCH_SIZE, LearningConfig
 from .couplings import Coupling, SparseCoupling
 from .estimator import DARNClassifier
 from .network import Network
 from .threads import choose_threads, using_threads
 
 ACTIVATIONS = ("relu", "sign")
-EVAL_BATCH = 4096
 
 
 def reservoir(**params: object) -> DARNClassifier:
@@ -143,9 +142,9 @@ def accuracy(model: nn.Module, X: Tensor, y: Tensor) -> float:
     """Fraction of rows of X whose argmax output is the label (model in eval mode)."""
     model.eval()
     correct = 0
-    for start in range(0, len(X), EVAL_BATCH):
-        out = model(X[start : start + EVAL_BATCH])
-        correct += int((out.argmax(1) == y[start : start + EVAL_BATCH]).sum())
+    for start in range(0, len(X), EVAL_BATCH_SIZE):
+        out = model(X[start : start + EVAL_BATCH_SIZE])
+        correct += int((out.argmax(1) == y[start : start + EVAL_BATCH_SIZE]).sum())
     return correct / max(len(X), 1)
 
 

@@ -25,6 +25,9 @@ SPARSE_FORMATS = ("auto", "dense", "csr")
 MARGIN_CONVENTIONS = ("total", "offdiag", "offdiag_lambda")
 READOUT_STATES = ("free", "eval")
 
+# Samples relaxed at once when evaluating (memory ~ this times the widest module); one
+# rule for `darnn train`, `darnn eval` and the estimator (TrainConfig.eval_batch_size).
+EVAL_BATCH_SIZE = 1000
 # Largest hidden module: sparse column indices are int32, and no machine holds more.
 MAX_UNITS = 2**31 - 1
 # Longest repr an error message echoes (a YAML alias bomb can expand to megabytes).
@@ -420,6 +423,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "EVAL_BATCH_SIZE",
     "INTER_KINDS",
     "LABEL_ENCODINGS",
     "MARGIN_CONVENTIONS",

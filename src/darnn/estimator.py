@@ -1,64 +1,143 @@
-"""scikit-learn estimator around the network and the two-phase local rule."""
+"""scikit-learn estimator around the network and the two-phase local rule.
+
+Its hyperparameters are the fields of `NetworkConfig` and `LearningConfig` (same names) and
+the training loop's; their defaults are the default recipe, ``RunConfig()`` =
+configs/default.yaml, the one ``darnn train`` runs (tested). `fit` freezes the three configs
+it trained with (``network_config_``, ``learning_config_``, ``train_config_``): prediction
+and `partial_fit` use them, so ``set_params`` after fitting changes nothing until the next
+`fit`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+from numbers import Integral
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import LearningConfig, NetworkConfig, check_compatible, shown
+from .config import LearningConfig, NetworkConfig, check_compatible
+from .devices import DTYPES
 from .epoch import fit_epoch, seeded_generators, threads_for
 from .learning import evaluate
 from .network import Network
+from .runconfig import DEFAULT_RECIPE, TrainConfig
 from .threads import using_threads
 
-_NETWORK_KEYS = tuple(f.name for f in dataclasses.fields(NetworkConfig))
-_LEARNING_KEYS = tuple(f.name for f in dataclasses.fields(LearningConfig))
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# Hyperparameter defaults are the config dataclasses' (one set of defaults; tested).
-_NET, _LEARNING = NetworkConfig(), LearningConfig()
-_EVAL_BATCH = 2048
+# The hyperparameters that are config fields; a new config field is added here and to
+# __init__. Their values are validated by the configs themselves (one validator).
+NETWORK_PARAMS = (
+    "hidden",
+    "j_d",
+    "j_strength",
+    "j_density",
+    "w_in_strength",
+    "w_in_density",
+    "input_to_all",
+    "inter",
+    "lambda_forward",
+    "lambda_backward",
+    "inter_fan_in",
+    "w_out_strength",
+    "w_back_strength",
+    "label_encoding",
+    "sparse_format",
+    "readout",
+    "label_strength",
+    "w_in_strengths",
+    "w_back_skip",
+    "w_forth_skip",
+    "symmetric_w_back",
+)
+LEARNING_PARAMS = (
+    "schedule",
+    "warmup_sweeps",
+    "clamped_sweeps",
+    "free_sweeps",
+    "eval_sweeps",
+    "margin_convention",
+    "kappa_in",
+    "kappa_j",
+    "kappa_inter",
+    "kappa_out",
+    "lr_in",
+    "lr_j",
+    "lr_inter",
+    "lr_out",
+    "decay_in",
+    "decay_j",
+    "decay_inter",
+    "decay_out",
+    "learn_inter",
+    "readout_state",
+    "p_update",
+    "double_dynamics",
+    "double_update",
+    "inference_backward",
+    "lr_out_skip",
+    "decay_out_skip",
+)
+_NETWORK, _LEARNING, _TRAIN = DEFAULT_RECIPE.network, DEFAULT_RECIPE.learning, DEFAULT_RECIPE.train
 
 
 class DARNClassifier(ClassifierMixin, BaseEstimator):
     """Deep asymmetric recurrent network trained by dynamical learning (arXiv:2509.05041).
 
-    Hyperparameters are those of `NetworkConfig` and `LearningConfig` (same names, same
-    defaults: the authors' JAX recipe with dense couplings), plus the training loop's.
+    Hyperparameters are those of `NetworkConfig` and `LearningConfig` (same names), plus the
+    training loop's (``n_epochs``, ``batch_size``, ``random_state``, ``device``,
+    ``n_threads``, ``dtype``: `TrainConfig`'s epochs, batch_size, seed, device, threads,
+    dtype). Defaults: the default recipe (configs/default.yaml), as ``darnn train``; so
+    the default ``random_state`` is seed 0, like ``train.seed`` (None draws a fresh seed).
     Features are used as given: scale them to about [0, 1] or [-1, 1] first.
 
     Learned attributes: ``network_`` (the trained `Network`), ``classes_``,
-    ``n_features_in_``, ``n_iter_`` (epochs run) and ``history_`` (per-epoch diagnostics).
+    ``n_features_in_``, ``n_iter_`` (epochs run), ``history_`` (per-epoch diagnostics), the
+    configs it was fitted with (``network_config_``, ``learning_config_``,
+    ``train_config_``) and the random streams of its epochs (``order_generator_``,
+    ``dynamics_generator_``), which `partial_fit` continues.
     """
+
+    _parameter_constraints: dict = {  # noqa: RUF012 (scikit-learn's own convention)
+        **dict.fromkeys(NETWORK_PARAMS + LEARNING_PARAMS, "no_validation"),
+        "n_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [
+            Interval(Integral, 0, 2**64 - 1, closed="both"),
+            np.random.RandomState,
+            None,
+        ],
+        "device": [str, torch.device],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "dtype": [StrOptions(set(DTYPES))],
+    }
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = _NET.hidden,
-        j_d: float = _NET.j_d,
-        j_strength: float = _NET.j_strength,
-        j_density: float = _NET.j_density,
-        w_in_strength: float = _NET.w_in_strength,
-        w_in_density: float = _NET.w_in_density,
-        input_to_all: bool = _NET.input_to_all,
-        inter: str = _NET.inter,
-        lambda_forward: float = _NET.lambda_forward,
-        lambda_backward: float = _NET.lambda_backward,
-        inter_fan_in: int = _NET.inter_fan_in,
-        w_out_strength: float = _NET.w_out_strength,
-        w_back_strength: float = _NET.w_back_strength,
-        label_encoding: str = _NET.label_encoding,
-        sparse_format: str = _NET.sparse_format,
-        readout: str = _NET.readout,
-        label_strength: float = _NET.label_strength,
-        w_in_strengths: tuple[float, ...] = _NET.w_in_strengths,
-        w_back_skip: tuple[float, ...] = _NET.w_back_skip,
-        w_forth_skip: tuple[float, ...] = _NET.w_forth_skip,
-        symmetric_w_back: bool = _NET.symmetric_w_back,
+        hidden: tuple[int, ...] = _NETWORK.hidden,
+        j_d: float = _NETWORK.j_d,
+        j_strength: float = _NETWORK.j_strength,
+        j_density: float = _NETWORK.j_density,
+        w_in_strength: float = _NETWORK.w_in_strength,
+        w_in_density: float = _NETWORK.w_in_density,
+        input_to_all: bool = _NETWORK.input_to_all,
+        inter: str = _NETWORK.inter,
+        lambda_forward: float = _NETWORK.lambda_forward,
+        lambda_backward: float = _NETWORK.lambda_backward,
+        inter_fan_in: int = _NETWORK.inter_fan_in,
+        w_out_strength: float = _NETWORK.w_out_strength,
+        w_back_strength: float = _NETWORK.w_back_strength,
+        label_encoding: str = _NETWORK.label_encoding,
+        sparse_format: str = _NETWORK.sparse_format,
+        readout: str = _NETWORK.readout,
+        label_strength: float = _NETWORK.label_strength,
+        w_in_strengths: tuple[float, ...] = _NETWORK.w_in_strengths,
+        w_back_skip: tuple[float, ...] = _NETWORK.w_back_skip,
+        w_forth_skip: tuple[float, ...] = _NETWORK.w_forth_skip,
+        symmetric_w_back: bool = _NETWORK.symmetric_w_back,
         schedule: str = _LEARNING.schedule,
         warmup_sweeps: int = _LEARNING.warmup_sweeps,
         clamped_sweeps: int = _LEARNING.clamped_sweeps,
@@ -85,12 +164,12 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         inference_backward: bool = _LEARNING.inference_backward,
         lr_out_skip: float = _LEARNING.lr_out_skip,
         decay_out_skip: float = _LEARNING.decay_out_skip,
-        n_epochs: int = 10,
-        batch_size: int = 16,
-        random_state: int | np.random.RandomState | None = None,
-        device: str = "cpu",
-        n_threads: int | None = None,
-        dtype: str = "float32",
+        n_epochs: int = _TRAIN.epochs,
+        batch_size: int = _TRAIN.batch_size,
+        random_state: int | np.random.RandomState | None = _TRAIN.seed,
+        device: str = _TRAIN.device,
+        n_threads: int | None = _TRAIN.threads,
+        dtype: str = _TRAIN.dtype,
     ):
         self.hidden = hidden
         self.j_d = j_d
@@ -148,28 +227,26 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
 
     # ----- configuration ---------------------------------------------------------
     def network_config(self) -> NetworkConfig:
-        values = {k: getattr(self, k) for k in _NETWORK_KEYS}
+        """The `NetworkConfig` the current hyperparameters describe (validated)."""
+        values = {k: getattr(self, k) for k in NETWORK_PARAMS}
         hidden = values["hidden"]
         values["hidden"] = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
         return NetworkConfig(**values)
 
     def learning_config(self) -> LearningConfig:
-        return LearningConfig(**{k: getattr(self, k) for k in _LEARNING_KEYS})
+        """The `LearningConfig` the current hyperparameters describe (validated)."""
+        return LearningConfig(**{k: getattr(self, k) for k in LEARNING_PARAMS})
 
-    def _check_loop_params(self) -> None:
-        for name in ("n_epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}={shown(value)} is not valid; it must be an integer >= 1")
-        if not isinstance(self.dtype, str) or self.dtype not in _DTYPES:
-            raise ValueError(
-                f"dtype={shown(self.dtype)} is not valid; accepted values: float32, float64"
-            )
-        device = str(self.device) if isinstance(self.device, torch.device) else self.device
-        if not (isinstance(device, str) and (device == "cpu" or device.startswith("cuda"))):
-            raise ValueError(f"device={shown(device)} is not valid; accepted values: cpu, cuda[:N]")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} was asked for but no CUDA device is available")
+    def train_config(self) -> TrainConfig:
+        """The training loop's settings as a `TrainConfig` (its validation is `darnn train`'s)."""
+        return TrainConfig(
+            epochs=int(self.n_epochs),
+            batch_size=int(self.batch_size),
+            seed=self._seed(),
+            device=str(self.device),
+            dtype=self.dtype,
+            threads=None if self.n_threads is None else int(self.n_threads),
+        )
 
     def _check_representable(self, X: np.ndarray, dtype: torch.dtype) -> None:
         """X (finite float64, from validate_data) must also be finite in the network's dtype:
@@ -187,53 +264,58 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
     # ----- fitting ---------------------------------------------------------------
     def fit(self, X, y) -> DARNClassifier:  # type: ignore[no-untyped-def]
         """Train for ``n_epochs`` epochs from a fresh network."""
+        self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
-        self._check_loop_params()
-        self._check_representable(X, _DTYPES[self.dtype])
         check_classification_targets(y)
-        self._init_network(np.unique(y))
-        for _ in range(self.n_epochs):
+        self._init_network(X, np.unique(y))
+        for _ in range(self.train_config_.epochs):
             self._run_epoch(X, y)
         return self
 
     def partial_fit(self, X, y, classes=None) -> DARNClassifier:  # type: ignore[no-untyped-def]
         """One epoch over (X, y); the first call needs ``classes`` (all labels ever seen)."""
         first = not hasattr(self, "network_")
-        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
         if first:
-            self._check_loop_params()
-        self._check_representable(X, _DTYPES[self.dtype] if first else self.network_.dtype)
+            self._validate_params()
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
         check_classification_targets(y)
         if first:
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
-            self._init_network(np.unique(np.asarray(classes)))
-        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(
-                f"classes={np.unique(classes).tolist()} differ from those of the first call "
-                f"({self.classes_.tolist()})"
-            )
+            self._init_network(X, np.unique(np.asarray(classes)))
+        else:
+            self._check_representable(X, self.network_.dtype)
+            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+                raise ValueError(
+                    f"classes={np.unique(classes).tolist()} differ from those of the first "
+                    f"call ({self.classes_.tolist()})"
+                )
         self._run_epoch(X, y)
         return self
 
-    def _init_network(self, classes: np.ndarray) -> None:
-        net_cfg, self._learning = self.network_config(), self.learning_config()
-        check_compatible(net_cfg, self._learning)
-        self._check_loop_params()
+    def _init_network(self, X: np.ndarray, classes: np.ndarray) -> None:
+        """Freeze the configs, check X fits the dtype, build the network and its streams."""
+        network, learning, loop = self.network_config(), self.learning_config(), self.train_config()
+        check_compatible(network, learning)
+        if loop.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={loop.device!r} was asked for but no CUDA device is available"
+            )
+        self._check_representable(X, DTYPES[loop.dtype])
         if len(classes) < 2:
             raise ValueError(
                 f"need samples of at least 2 classes to fit, got 1 class: {classes.tolist()}"
             )
-        seed = self._seed()
-        self._order_gen, self._dynamics_gen = seeded_generators(seed)
+        self.network_config_, self.learning_config_, self.train_config_ = network, learning, loop
+        self.order_generator_, self.dynamics_generator_ = seeded_generators(loop.seed)
         self.classes_ = classes
         self.network_ = Network(
-            net_cfg,
+            network,
             self.n_features_in_,
             len(classes),
-            seed=seed,
-            device=self.device,
-            dtype=_DTYPES[self.dtype],
+            seed=loop.seed,
+            device=loop.device,
+            dtype=DTYPES[loop.dtype],
         )
         self.n_iter_ = 0
         self.history_: list[dict[str, float]] = []
@@ -253,35 +335,25 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         """An integer random_state is the seed itself, as ``train.seed`` is for ``darnn train``
         (same data, config and seed: same weights through either door)."""
         state = self.random_state
-        if isinstance(state, (int, np.integer)) and not isinstance(state, (bool, np.bool_)):
-            if not 0 <= state < 2**64:
-                raise ValueError(
-                    f"random_state={shown(state)} is not valid; an integer seed must lie in "
-                    "[0, 2**64)"
-                )
+        if isinstance(state, (int, np.integer)):  # in [0, 2**64): _parameter_constraints
             return int(state)
-        if state is not None and not isinstance(state, np.random.RandomState):
-            raise ValueError(
-                f"random_state={shown(state)} is not valid; give None, an integer seed or a "
-                "numpy.random.RandomState"
-            )
         rng = check_random_state(state)
         return int(rng.randint(np.iinfo(np.int32).max))
 
     def _run_epoch(self, X: np.ndarray, y: np.ndarray) -> None:
-        net = self.network_
+        net, loop = self.network_, self.train_config_
         xt = torch.tensor(X, dtype=net.dtype, device=net.device)
         yt = self._encode(y)
-        order = torch.randperm(len(yt), generator=self._order_gen)
+        order = torch.randperm(len(yt), generator=self.order_generator_)
         counters, _ = fit_epoch(
             net,
             xt,
             yt,
-            self._learning,
-            self.batch_size,
+            self.learning_config_,
+            loop.batch_size,
             order,
-            generator=self._dynamics_gen,
-            threads=self.n_threads,
+            generator=self.dynamics_generator_,
+            threads=loop.threads,
         )
         self.n_iter_ += 1
         self.history_.append(
@@ -296,11 +368,11 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         """Readout fields (n, C) after the free relaxation; (n,) for two classes."""
         check_is_fitted(self, "network_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        net = self.network_
+        net, batch = self.network_, self.train_config_.eval_batch_size
         self._check_representable(X, net.dtype)
         xt = torch.as_tensor(X, dtype=net.dtype)
-        with using_threads(threads_for(net, min(len(xt), _EVAL_BATCH), self.n_threads)):
-            scores = evaluate(net, xt, None, self.learning_config(), _EVAL_BATCH)["scores"]
+        with using_threads(threads_for(net, min(len(xt), batch), self.train_config_.threads)):
+            scores = evaluate(net, xt, None, self.learning_config_, batch)["scores"]
         out = scores.cpu().numpy()  # type: ignore[union-attr]
         return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from . import protocol
-from .config import LearningConfig
+from .config import EVAL_BATCH_SIZE, LearningConfig
 from .couplings import batch_minor
 from .dynamics import Relaxation, chunk_size, relax
 from .network import Network
@@ -270,7 +270,7 @@ def evaluate(
     X: Tensor,
     y: Tensor | None,
     cfg: LearningConfig,
-    batch_size: int = 2048,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, float | Tensor]:
     """Scores for a whole data set in batches; accuracy and dynamics diagnostics if y is given."""
     scores, sweeps, converged = [], 0, 0
