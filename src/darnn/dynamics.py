@@ -221,8 +221,8 @@ def _chain_columns(net: Recurrent) -> np.ndarray | scipy.sparse.csr_matrix:
 
     sizes = net.sizes
     total = sum(sizes)
-    couplings = [*net.J, *net.forward_couplings, *net.backward_couplings]
-    nnz = total + sum(c.nnz for c in couplings)
+    blocks = net.chain_blocks()
+    nnz = total + sum(c.nnz for _, _, c in blocks)
     if nnz >= _ASYNC_DENSE_FRACTION * total * total:
         K = net.dense_matrix().to("cpu", torch.float64).numpy()
         return np.ascontiguousarray(K.T)
@@ -234,12 +234,8 @@ def _chain_columns(net: Recurrent) -> np.ndarray | scipy.sparse.csr_matrix:
         )
 
     grid: list[list[scipy.sparse.csr_matrix | None]] = [[None] * len(sizes) for _ in sizes]
-    for l in range(len(sizes)):
-        grid[l][l] = block(net.J[l])
-        if l > 0:
-            grid[l][l - 1] = block(net.forward_couplings[l - 1])
-        if l < len(sizes) - 1:
-            grid[l][l + 1] = block(net.backward_couplings[l])
+    for fed, read, coupling in blocks:
+        grid[fed][read] = block(coupling)
     K = scipy.sparse.bmat(grid, format="csr")
     if net.j_d_value:
         K = K + scipy.sparse.identity(total, format="csr") * net.j_d_value
@@ -367,66 +363,31 @@ def _relax_batch(
 
     A fixed point is left unchanged by a sweep, so sweeping the whole batch until every
     sample has settled gives the same states as stopping each sample on its own. Settled
-    samples are dropped from the working set ("compacted") when that pays: with CSR
-    couplings once half of a large working set has settled, with dense ones as soon as
-    one has (see the constants). A synchronous sweep allocates nothing: it updates s and
-    the total field h in place; the internal field is recovered once, at the end, as
-    h - external.
+    samples are dropped from the working set (`_WorkingSet.compact`) when that pays. A
+    synchronous sweep allocates nothing: it updates s and the total field h in place; the
+    internal field is recovered once, at the end, as h - external.
     """
-    ext = full_ext = [batch_minor(e) for e in ext]
-    batch, dev = ext[0].shape[0], ext[0].device
-    history: list[list[Tensor]] | None = [] if trace else None
-    s = [torch.zeros_like(e) for e in ext] if states is None else [_copy_bm(t) for t in states]
-    h_int: list[Tensor] | None = None  # the given internal fields, until a sweep runs
-    if internal is not None:
-        h_int = list(internal)
-        h = [batch_minor(torch.add(e, i)) for e, i in zip(ext, internal)]
-    elif states is None:
-        h = [e.clone() for e in ext]  # the internal field of s = 0 is exactly 0
-    else:
-        h = [torch.empty_like(e) for e in ext]
-        net.total_fields_(s, ext, h)
+    full_ext = [batch_minor(e) for e in ext]
+    s, h, h_int = _starting_fields(net, full_ext, states, internal)
     # From s = 0 every unit is unstable (s_i h_i = 0): the first sweep needs no check.
     unchecked = states is None and internal is None and max_sweeps > 0
-    sweeps = (torch.ones if unchecked else torch.zeros)(batch, dtype=torch.int64, device=dev)
-    scratch = [torch.empty_like(x) for x in s]
-    idx: Tensor | None = None  # original rows of the working set, once compacted
-    done: list[Tensor] | None = None  # full-size results, once compacted
+    work = _WorkingSet(net, s, h, full_ext, first_sweep_counted=unchecked, trace=trace)
+    history: list[list[Tensor]] | None = [] if trace else None
     settled = False
-    compact_below, align = (_COMPACT_SPARSE, 1) if _sparse(net) else (_COMPACT_DENSE, _DENSE_ALIGN)
-    # While a CUDA graph is being captured nothing may sync: then every sweep runs on the
-    # whole batch, which leaves the same states (a fixed point stays put).
-    sync = not _capturing(dev)
     for t in range(max_sweeps):
-        if t == 0 and unchecked:
-            active = None
-        else:
-            active = _unstable_counts(s, h, scratch=scratch) > 0
-            n_active = int(active.sum()) if sync else -1  # the one host sync per sweep
-            if n_active == 0:
+        active = None
+        if not (t == 0 and unchecked):
+            active = work.unstable()
+            if active is None:
                 settled = True
                 break
-            sweeps += active
-            size = active.shape[0]
-            if sync and not trace and size >= _COMPACT_MIN and n_active < compact_below * size:
-                done = _write_rows(done, idx, [*s, *h, sweeps.view(-1, 1)])
-                keep = active.nonzero().squeeze(1)
-                pad = (-keep.numel()) % align  # filled with settled samples: they never change
-                if pad:
-                    keep = torch.cat([keep, (~active).nonzero().squeeze(1)[:pad]]).sort().values
-                idx = keep if idx is None else idx[keep]
-                s, h, ext, scratch = (_take(xs, keep) for xs in (s, h, ext, scratch))
-                sweeps, active = sweeps[keep], active[keep]
-        sweep(s, ext, h, active)
+        sweep(work.s, work.ext, work.h, active)
         h_int = None
         if history is not None:
-            history.append([x.clone() for x in s])
+            history.append([x.clone() for x in work.s])
     if history is not None and len(history) < max_sweeps:
-        history.extend([[x.clone() for x in s]] * (max_sweeps - len(history)))
-    if done is not None:
-        done = _write_rows(done, idx, [*s, *h, sweeps.view(-1, 1)])
-        k = len(s)
-        s, h, sweeps = done[:k], done[k:-1], done[-1].view(-1)
+        history.extend([[x.clone() for x in work.s]] * (max_sweeps - len(history)))
+    s, h, sweeps = work.results()
     if h_int is None:
         h_int = [torch.sub(hl, el) for hl, el in zip(h, full_ext)]
     else:  # no sweep ran: the exact given fields, as new tensors
@@ -434,6 +395,94 @@ def _relax_batch(
     # Samples that settled during the last sweep keep sweeps = max_sweeps.
     converged = torch.ones_like(sweeps, dtype=torch.bool) if settled else is_fixed_point(s, h)
     return Relaxation(s, h_int, h, converged, sweeps, history)
+
+
+def _starting_fields(
+    net: Recurrent,
+    ext: list[Tensor],
+    states: Sequence[Tensor] | None,
+    internal: Sequence[Tensor] | None,
+) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
+    """(states, total fields, the given internal fields or None) to start the sweeps from,
+    batch-minor copies the sweeps may overwrite."""
+    s = [torch.zeros_like(e) for e in ext] if states is None else [_copy_bm(t) for t in states]
+    if internal is not None:
+        return s, [batch_minor(torch.add(e, i)) for e, i in zip(ext, internal)], list(internal)
+    if states is None:
+        return s, [e.clone() for e in ext], None  # the internal field of s = 0 is exactly 0
+    h = [torch.empty_like(e) for e in ext]
+    net.total_fields_(s, ext, h)
+    return s, h, None
+
+
+class _WorkingSet:
+    """The samples of a batch still being swept, and the sweeps each has taken.
+
+    Settled samples are dropped ("compacted") when that pays: with CSR couplings once half
+    of a large working set has settled, with dense ones as soon as one has (see the
+    constants); the rows dropped are kept in full-size results. While a CUDA graph is being
+    captured nothing may sync: then every sweep runs on the whole batch, which leaves the
+    same states (a fixed point stays put).
+    """
+
+    def __init__(
+        self,
+        net: Recurrent,
+        s: list[Tensor],
+        h: list[Tensor],
+        ext: list[Tensor],
+        *,
+        first_sweep_counted: bool,
+        trace: bool,
+    ) -> None:
+        batch, dev = ext[0].shape[0], ext[0].device
+        self.s, self.h, self.ext = s, h, list(ext)
+        self.scratch = [torch.empty_like(x) for x in s]
+        start = torch.ones if first_sweep_counted else torch.zeros
+        self.sweeps = start(batch, dtype=torch.int64, device=dev)
+        self.idx: Tensor | None = None  # original rows of the working set, once compacted
+        self.done: list[Tensor] | None = None  # full-size results, once compacted
+        self.compact_below, self.align = (
+            (_COMPACT_SPARSE, 1) if _sparse(net) else (_COMPACT_DENSE, _DENSE_ALIGN)
+        )
+        self.sync = not _capturing(dev)
+        self.may_compact = self.sync and not trace
+
+    def unstable(self) -> Tensor | None:
+        """The mask of working samples the next sweep must update (counting that sweep);
+        None once every sample has settled."""
+        active = _unstable_counts(self.s, self.h, scratch=self.scratch) > 0
+        n_active = int(active.sum()) if self.sync else -1  # the one host sync per sweep
+        if n_active == 0:
+            return None
+        self.sweeps += active
+        size = active.shape[0]
+        if self.may_compact and size >= _COMPACT_MIN and n_active < self.compact_below * size:
+            return self.compact(active)
+        return active
+
+    def compact(self, active: Tensor) -> Tensor:
+        """Keep only the active rows (padded with settled ones to the alignment, which
+        never change); returns the mask of the new working set."""
+        self.done = _write_rows(self.done, self.idx, [*self.s, *self.h, self.sweeps.view(-1, 1)])
+        keep = active.nonzero().squeeze(1)
+        pad = (-keep.numel()) % self.align
+        if pad:
+            keep = torch.cat([keep, (~active).nonzero().squeeze(1)[:pad]]).sort().values
+        self.idx = keep if self.idx is None else self.idx[keep]
+        self.s, self.h, self.ext, self.scratch = (
+            _take(xs, keep) for xs in (self.s, self.h, self.ext, self.scratch)
+        )
+        self.sweeps = self.sweeps[keep]
+        return active[keep]
+
+    def results(self) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Full-batch states, total fields and sweep counts."""
+        if self.done is None:
+            return self.s, self.h, self.sweeps
+        done = _write_rows(self.done, self.idx, [*self.s, *self.h, self.sweeps.view(-1, 1)])
+        k = len(self.s)
+        return done[:k], done[k:-1], done[-1].view(-1)
 
 
 def _capturing(device: torch.device) -> bool:

@@ -293,19 +293,23 @@ class Recurrent(nn.Module):
         for l, (e, h) in enumerate(zip(external, out)):
             self.layer_total_field_(l, states, e, h)
 
+    def chain_blocks(self) -> list[tuple[int, int, Coupling]]:
+        """The non-zero blocks of the chain's matrix K, as (module fed, module read, coupling):
+        J_l on the diagonal, forward couplings below it, backward ones above."""
+        last = self.n_layers - 1
+        blocks = [(l, l, self.J[l]) for l in range(self.n_layers)]
+        blocks += [(l, l - 1, self.forward_couplings[l - 1]) for l in range(1, last + 1)]
+        blocks += [(l, l + 1, self.backward_couplings[l]) for l in range(last)]
+        return blocks
+
     def dense_matrix(self) -> Tensor:
         """The whole chain as one (sum N_l)^2 matrix K, diagonal J_D: h_int = s K^T."""
         total = sum(self.sizes)
         ref = self.J[0].to_dense()
         K = torch.zeros(total, total, dtype=ref.dtype, device=ref.device)
         off = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
-        for l in range(self.n_layers):
-            a, b = off[l], off[l + 1]
-            K[a:b, a:b] = self.J[l].to_dense()
-            if l > 0:
-                K[a:b, off[l - 1] : a] = self.forward_couplings[l - 1].to_dense()
-            if l < self.n_layers - 1:
-                K[a:b, b : off[l + 2]] = self.backward_couplings[l].to_dense()
+        for fed, read, coupling in self.chain_blocks():
+            K[off[fed] : off[fed + 1], off[read] : off[read + 1]] = coupling.to_dense()
         K.diagonal().fill_(self.j_d_value)
         return K
 
