@@ -279,6 +279,12 @@ def test_missing_data_files_exit_2_and_write_nothing(
         ("{a: {kind: mlp, activation: tanh, match: a}}", "activation='tanh'"),
         ("{a: {recipe: default.yaml, variant: chain}}", "lambdas"),
         ("{a: {recipe: default.yaml, overrides: [network.j_d=oops]}}", "network.j_d"),
+        # the bench file's schema speaks as a run config does
+        ("{a: {recipe: default.yaml, colour: red}}", "unknown config key 'methods.a.colour'"),
+        ("{a: {recipe: default.yaml, hidden: wide}}", "config key 'methods.a.hidden' has value"),
+        ("{a: {kind: robot}}", "methods.a.kind='robot' is not valid; accepted values"),
+        ("{a: {kind: mlp, activation: relu, match: a, lrs: [0]}}", "lrs[0]=0 is not valid"),
+        ("[a, b]", "config key 'methods' has value ['a', 'b'] of type list; expected a mapping"),
     ],
 )
 def test_bench_file_errors_name_the_problem(
@@ -304,3 +310,59 @@ def test_every_shipped_bench_file_plans(path: Path) -> None:
             if method.config is not None:  # every darnn method trains on the bench's data
                 assert method.config.data == plan.data, method.name
                 assert method.config.train.epochs == plan.epochs, method.name
+
+
+def test_resume_continues_an_interrupted_bench(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted inside a darnn run and again before the perceptron: --resume keeps the
+    finished runs, continues the darnn run from its checkpoint, and ends with the results of
+    an uninterrupted bench."""
+    import darnn.bench.runner as runner
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = [*TINY, "--methods", "darnn,mlp_sign,perceptron"]
+    whole = tmp_path / "whole"
+    assert run_main(capsys, "bench", *args, "--out", str(whole))[0] == 0
+
+    real_train = runner.training.train
+    calls = {"n": 0}
+
+    def stopped_once(*a, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:  # seed 1 of darnn: stop after 3 batches of epoch 1
+            kw["on_batch"] = lambda epoch, done: epoch == 1 and done == 3
+        return real_train(*a, **kw)
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(runner.training, "train", stopped_once)
+    code, _, err = run_main(capsys, "bench", *args, "--out", str(cut))
+    assert code == 130, err
+    assert (cut / "runs" / "darnn" / "seed1" / "checkpoint.safetensors").is_file()
+    monkeypatch.setattr(runner.training, "train", real_train)
+
+    def no_perceptron(self, method, seed):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.Bench, "run_perceptron", no_perceptron)
+    assert run_main(capsys, "bench", *args, "--out", str(cut), "--resume")[0] == 130
+    partial = json.loads((cut / "results.json").read_text())["records"]
+    assert [(r["method"], r["seed"]) for r in partial] == [
+        ("darnn", 0), ("darnn", 1), ("mlp_sign", 0), ("mlp_sign", 1)
+    ]  # fmt: skip
+    monkeypatch.undo()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert run_main(capsys, "bench", *args, "--out", str(cut), "--resume")[0] == 0
+    done = json.loads((cut / "results.json").read_text())
+    assert done["status"] == "completed"
+    expected = json.loads((whole / "results.json").read_text())["records"]
+    assert [(r["method"], r["seed"], r["test_acc"], r["val_acc"]) for r in done["records"]] == [
+        (r["method"], r["seed"], r["test_acc"], r["val_acc"]) for r in expected
+    ]
+    # Another plan is refused, naming what differs; nothing is written.
+    before = (cut / "results.json").read_bytes()
+    code, _, err = run_main(capsys, "bench", *args, "--epochs", "1", "--out", str(cut), "--resume")
+    assert_user_error(code, err, "another plan", "epochs")
+    assert (cut / "results.json").read_bytes() == before
+    code, _, err = run_main(capsys, "bench", *args, "--resume")
+    assert_user_error(code, err, "--resume needs --out")

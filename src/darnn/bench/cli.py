@@ -60,6 +60,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="A,B,...",
         help="run only these methods (a chain's name selects all its lambda values)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the bench in --out (started with the same options): finished runs "
+        "are kept, an interrupted run continues from its checkpoint",
+    )
     p.add_argument("--epochs", type=positive_int, metavar="N", help="epochs for every method")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="keep N training samples")
     p.add_argument(
@@ -76,6 +82,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .. import rundir
+    from ..errors import RunError
     from .methods import load_plan
     from .report import TABLE_FILE
     from .runner import run_bench
@@ -91,8 +98,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         device=args.device,
     )
+    if args.resume and not args.out:
+        raise RunError("--resume needs --out: the bench directory to continue")
     out = Path(args.out) if args.out else rundir.default_run_dir(f"bench-{args.dataset}")
-    results = run_bench(plan, out, command=["darnn", *getattr(args, "argv", [])])
+    results = run_bench(
+        plan, out, command=["darnn", *getattr(args, "argv", [])], resume=args.resume
+    )
     print((out / TABLE_FILE).read_text())
     if results["status"] == "interrupted":
         print(

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from .. import rundir, training
 from ..baselines import Split, fit_perceptron, matched_width, parameter_counts, tune_mlp
@@ -87,6 +89,17 @@ class Bench:
         # (config digest, seed) -> (method that trained it, its result)
         self.done: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
 
+    def adopt(self, records: list[dict[str, Any]]) -> None:
+        """Carry over what earlier runs of a resumed bench decided: each MLP's rate (chosen
+        on the first seed) and the darnn results an identical config may reuse."""
+        for r in records:
+            if r["kind"] == "mlp" and "lr_grid" in r:
+                self.tuned_lr[r["method"]] = r["lr"]
+            if r["kind"] == "darnn" and "reused_from" not in r:
+                method = self.plan.method(r["method"])
+                assert method.config is not None
+                self.done[(config_digest(method.config), r["seed"])] = (r["method"], r)
+
     # ----- darnn
     def run_darnn(self, method: Method, seed: int) -> dict[str, Any]:
         """Train one darnn run, or reuse the result of an identical config and seed (e.g.
@@ -106,8 +119,15 @@ class Bench:
         )
         run_dir = self.out / "runs" / method.name / f"seed{seed}"
         command = self.plan.train_command(method, seed)
+        # A run an interrupted bench left behind continues from its checkpoint; one killed
+        # before its first checkpoint starts again.
+        resume = (run_dir / CHECKPOINT_FILE).is_file()
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)
         tick = time.perf_counter()
-        summary = training.train(config, run_dir, progress=False, command=shlex.split(command))
+        summary = training.train(
+            config, run_dir, resume=resume, progress=False, command=shlex.split(command)
+        )
         wall = time.perf_counter() - tick
         if summary["status"] != "completed":
             raise Interrupted
@@ -228,6 +248,30 @@ class Bench:
         }
 
 
+def read_previous(out: Path, plan: Plan) -> list[dict[str, Any]]:
+    """The records of the bench in ``out``, after checking it ran this very plan."""
+    try:
+        stored = yaml.safe_load((out / rundir.CONFIG_FILE).read_text())
+        records = json.loads((out / RESULTS_FILE).read_text())["records"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise RunError(
+            f"Cannot resume the bench in {out}: its {rundir.CONFIG_FILE} or {RESULTS_FILE} is "
+            f"missing or unreadable ({exc}). Resume only a directory a darnn bench wrote."
+        ) from None
+    wanted = plan.to_dict()
+    if not isinstance(stored, dict) or not isinstance(records, list):
+        raise RunError(f"Cannot resume the bench in {out}: its files are not a bench's.")
+    differ = sorted(
+        k for k in set(stored) | set(wanted) if k != "bench_file" and stored.get(k) != wanted.get(k)
+    )
+    if differ:
+        raise RunError(
+            f"The bench in {out} ran another plan (different: {', '.join(differ)}); resume it "
+            "with the options it was started with, or start a new --out."
+        )
+    return records
+
+
 def read_fingerprint(checkpoint: Path) -> str | None:
     """The training-data fingerprint a darnn run recorded in its checkpoint."""
     import safetensors
@@ -243,29 +287,37 @@ def run_bench(
     *,
     command: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``plan`` into the new directory ``out``; returns results.json's content.
 
     Everything a user can get wrong (the directory, the data, a network that cannot be
     built) fails before anything is written. "status" is "completed", or "interrupted"
-    after Ctrl-C / SIGTERM (the files then hold the runs that finished).
+    after Ctrl-C / SIGTERM (the files then hold the runs that finished). ``resume``:
+    continue the bench in ``out`` (same plan): recorded runs are kept, an interrupted darnn
+    run continues from its checkpoint, the rest run.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    check_out(out)
+    previous = read_previous(out, plan) if resume else None
+    if previous is None:
+        check_out(out)
     data = load_data(plan.data)
     for method in plan.methods:  # every network builds (memory, shapes) and its device exists
         target = plan.method(method.match) if method.match else method
         if target.config is not None:
             resolve_device(target.config.train.device)
             count_parameters(target, data, plan.seeds[0])
-    created = rundir.claim(out, resumable=False)
-    try:
-        rundir.write_run_info(out, plan.to_dict(), seed=None, command=command)
-    except BaseException:
-        rundir.discard(out, created)
-        raise
+    if previous is None:
+        created = rundir.claim(out, resumable=False)
+        try:
+            rundir.write_run_info(out, plan.to_dict(), seed=None, command=command)
+        except BaseException:
+            rundir.discard(out, created)
+            raise
     bench = Bench(plan, out, data, log)
-    records: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = [] if previous is None else previous
+    finished = {(r["method"], r["seed"]) for r in records}
+    bench.adopt(records)
     status, started = "completed", time.perf_counter()
     total = len(plan.methods) * len(plan.seeds)
 
@@ -284,6 +336,8 @@ def run_bench(
     try:
         for method in plan.methods:
             for seed in plan.seeds:
+                if (method.name, seed) in finished:
+                    continue
                 record = bench.run(method, seed)
                 records.append(record)
                 took = (
