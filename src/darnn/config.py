@@ -374,6 +374,8 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     if origin is tuple:
         (item, *_rest) = typing.get_args(annotation)
         return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -413,6 +415,8 @@ def _key_text(key: object) -> str:
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is tuple:
         return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+    if typing.get_origin(annotation) is dict:
+        return "a mapping"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

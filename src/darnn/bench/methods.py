@@ -29,12 +29,9 @@ from typing import Any
 import yaml
 
 from ..config import shown
-from ..runconfig import ConfigError, DataConfig, RunConfig, load_run_config, read_config_file
+from ..runconfig import ConfigError, DataConfig, RunConfig, load_run_config
+from .spec import BenchFile, DarnnEntry, MlpEntry, PerceptronEntry, read_bench_file
 
-KINDS = ("darnn", "mlp", "perceptron")
-VARIANTS = ("random_features", "reservoir", "chain")
-ACTIVATIONS = ("relu", "sign")  # darnn.baselines.ACTIVATIONS (not imported: it loads torch)
-DEFAULT_LRS = (3e-4, 1e-3, 3e-3)
 # Learning off: no recurrence (J = 0), no label field, W_in and J frozen (and not decayed).
 FROZEN = (
     "network.w_back_strength=0",
@@ -47,15 +44,6 @@ FROZEN = (
 VARIANT_OVERRIDES = {
     "random_features": ("network.j_strength=0", *FROZEN),
     "reservoir": FROZEN,
-}
-# Settings the bench fixes for every method; a method's overrides may not change them.
-BENCH_KEYS = ("data.", "train.epochs", "train.seed", "network.hidden")
-BENCH_TOP_KEYS = {"data", "epochs", "seeds", "hidden", "quick", "methods"}
-QUICK_KEYS = {"epochs", "seeds", "limit_train", "hidden"}
-METHOD_KEYS = {
-    "darnn": {"kind", "recipe", "overrides", "variant", "lambdas", "hidden", "note"},
-    "mlp": {"kind", "activation", "match", "lrs", "batch_size", "note"},
-    "perceptron": {"kind", "batch_size", "note"},
 }
 NOTES = {
     "random_features": "learning off: s = sign(W_in x), readout by the same rule",
@@ -174,7 +162,7 @@ def find_bench_file(dataset: str) -> Path:
     )
 
 
-# ---------------------------------------------------------------- reading a bench file
+# ---------------------------------------------------------------- resolving a bench file
 
 
 def load_plan(
@@ -192,66 +180,25 @@ def load_plan(
     """Read configs/bench/DATASET.yaml and resolve every method (command-line values win
     over the ``quick`` section, which wins over the file's top level)."""
     path = find_bench_file(dataset)
-    spec = read_config_file(path)
     where = f"bench file {path}"
-    if not isinstance(spec, dict):
-        raise ConfigError(
-            f"{where} must be a mapping with keys {', '.join(sorted(BENCH_TOP_KEYS))}"
-        )
-    unknown = set(spec) - BENCH_TOP_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; valid keys: "
-            f"{', '.join(sorted(BENCH_TOP_KEYS))}"
-        )
-    quick_spec = spec.get("quick") or {}
-    if not isinstance(quick_spec, dict) or set(quick_spec) - QUICK_KEYS:
-        raise ConfigError(
-            f"{where}: 'quick' must be a mapping with keys among {', '.join(sorted(QUICK_KEYS))}"
-        )
-    level = quick_spec if quick else {}
+    spec = read_bench_file(path, where)
+    level = spec.quick if quick else None
 
     def setting(name: str, cli: Any) -> Any:
-        return cli if cli is not None else level.get(name, spec.get(name))
-
-    n_epochs = setting("epochs", epochs)
-    n_seeds = setting("seeds", seeds)
-    n_seeds = 3 if n_seeds is None else n_seeds
-    forced = hidden if hidden is not None else level.get("hidden")  # beats a method's own
-    width = spec.get("hidden")
-    for name, value in (("epochs", n_epochs), ("seeds", n_seeds)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where}: {name}={shown(value)} is not valid; give an integer >= 1")
-    check_width(width, where)
-    check_width(forced, where)
-
-    data_spec = spec.get("data") or {}
-    if not isinstance(data_spec, dict):
-        raise ConfigError(f"{where}: 'data' must be a mapping of data settings")
-    data_spec = dict(data_spec)
-    limit = limit_train if limit_train is not None else level.get("limit_train")
-    if limit is not None:
-        data_spec["limit_train"] = limit
-    if data_dir is not None:
-        data_spec["data_dir"] = data_dir
-    try:
-        data = RunConfig.from_dict({"data": data_spec}).data
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if data.val_size in (0, 0.0):
-        raise ConfigError(
-            f"{where}: data.val_size must be > 0: the bench tunes and selects on the "
-            "validation split only"
+        quick_value = None if level is None else getattr(level, name)
+        return next(
+            (v for v in (cli, quick_value, getattr(spec, name, None)) if v is not None), None
         )
 
-    entries = spec.get("methods")
-    if not isinstance(entries, dict) or not entries:
-        raise ConfigError(f"{where}: 'methods' must be a non-empty mapping of method names")
-    configs_dir = path.parent.parent
-    context = Context(where, configs_dir, n_epochs, data, forced, width, device)
+    n_epochs, n_seeds = setting("epochs", epochs), setting("seeds", seeds)
+    if n_epochs is None:
+        raise ConfigError(f"{where}: epochs=None is not valid; give an integer >= 1")
+    data = bench_data(spec, where, setting("limit_train", limit_train), data_dir)
+    forced = hidden if hidden is not None else (level and level.hidden)  # beats a method's own
+    context = Context(where, path.parent.parent, n_epochs, data, forced, spec.hidden, device)
     resolved: list[Method] = []
-    for name, entry in entries.items():
-        resolved.extend(resolve_method(str(name), entry, context))
+    for name, entry in spec.methods.items():
+        resolved.extend(resolve_method(name, entry, context))
     names = [m.name for m in resolved]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -262,7 +209,7 @@ def load_plan(
     return Plan(
         dataset=dataset,
         bench_file=path,
-        configs_dir=configs_dir,
+        configs_dir=context.configs_dir,
         quick=quick,
         seeds=tuple(range(n_seeds)),
         epochs=n_epochs,
@@ -270,6 +217,27 @@ def load_plan(
         methods=tuple(select(resolved, methods, where)),
         all_methods=tuple(resolved),
     )
+
+
+def bench_data(
+    spec: BenchFile, where: str, limit_train: int | None, data_dir: str | None
+) -> DataConfig:
+    """The data section every method shares, with the command line's values on top."""
+    settings = dict(spec.data)
+    if limit_train is not None:
+        settings["limit_train"] = limit_train
+    if data_dir is not None:
+        settings["data_dir"] = data_dir
+    try:
+        data = RunConfig.from_dict({"data": settings}).data
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if data.val_size in (0, 0.0):
+        raise ConfigError(
+            f"{where}: data.val_size must be > 0: the bench tunes and selects on the "
+            "validation split only"
+        )
+    return data
 
 
 def match_baseline(m: Method, methods: list[Method], where: str) -> Method:
@@ -284,14 +252,6 @@ def match_baseline(m: Method, methods: list[Method], where: str) -> Method:
             f"method of this file; choose one of: {', '.join(darnn_names)}"
         )
     return dataclasses.replace(m, batch_size=m.batch_size or target.config.train.batch_size)
-
-
-def check_width(width: Any, where: str) -> None:
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 2):
-        raise ConfigError(
-            f"{where}: hidden={shown(width)} is not valid; give the total number of hidden "
-            "units as an integer >= 2"
-        )
 
 
 def select(methods: list[Method], wanted: Sequence[str] | None, where: str) -> list[Method]:
@@ -310,6 +270,8 @@ def select(methods: list[Method], wanted: Sequence[str] | None, where: str) -> l
 
 @dataclass(frozen=True)
 class Context:
+    """What every method of a bench file shares."""
+
     where: str
     configs_dir: Path
     epochs: int
@@ -319,155 +281,105 @@ class Context:
     device: str | None
 
 
-def resolve_method(name: str, entry: Any, ctx: Context) -> list[Method]:
-    where = f"{ctx.where}, method {name!r}"
-    if entry is None:
-        entry = {}
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a mapping (kind, recipe, overrides, ...)")
-    kind = entry.get("kind", "darnn")
-    if kind not in KINDS:
-        raise ConfigError(f"{where}: kind={shown(kind)} is not valid; accepted: {', '.join(KINDS)}")
-    unknown = set(entry) - METHOD_KEYS[kind]
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} for kind {kind}; "
-            f"valid: {', '.join(sorted(METHOD_KEYS[kind]))}"
-        )
-    note = entry.get("note", "")
-    if not isinstance(note, str):
-        raise ConfigError(f"{where}: note must be a string")
-    batch = entry.get("batch_size")
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-        raise ConfigError(f"{where}: batch_size={shown(batch)} is not valid; give an integer >= 1")
-    if kind == "perceptron":
-        return [Method(name, kind, name, note=note, batch_size=batch or 1)]
-    if kind == "mlp":
-        activation = entry.get("activation")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"{where}: activation={shown(activation)} is not valid; accepted: "
-                f"{', '.join(ACTIVATIONS)}"
-            )
-        lrs = entry.get("lrs", list(DEFAULT_LRS))
-        if not (
-            isinstance(lrs, list)
-            and lrs
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs)
-        ):
-            raise ConfigError(f"{where}: lrs={shown(lrs)} must be a list of learning rates > 0")
-        match = entry.get("match")
+def resolve_method(
+    name: str, entry: DarnnEntry | MlpEntry | PerceptronEntry, ctx: Context
+) -> list[Method]:
+    """The bench rows one entry of the file stands for (a chain: one per lambda)."""
+    if isinstance(entry, PerceptronEntry):
+        return [Method(name, "perceptron", name, note=entry.note, batch_size=entry.batch_size or 1)]
+    if isinstance(entry, MlpEntry):
         # batch_size 0 stands for "the matched recipe's" (match_baseline fills it in)
         return [
             Method(
                 name,
-                kind,
+                "mlp",
                 name,
-                note=note,
-                activation=activation,
-                match=match if isinstance(match, str) else shown(match),
-                lrs=tuple(float(v) for v in lrs),
-                batch_size=batch or 0,
+                note=entry.note,
+                activation=entry.activation,
+                match=entry.match,
+                lrs=entry.lrs,
+                batch_size=entry.batch_size or 0,
             )
         ]
-    return resolve_darnn(name, entry, ctx, where, note)
+    return DarnnMethods(name, entry, ctx).resolve()
 
 
-def resolve_darnn(
-    name: str, entry: dict[str, Any], ctx: Context, where: str, note: str
-) -> list[Method]:
-    recipe = entry.get("recipe")
-    if not isinstance(recipe, str) or not (ctx.configs_dir / recipe).is_file():
-        raise ConfigError(
-            f"{where}: recipe={shown(recipe)} must name a recipe file in {ctx.configs_dir} "
-            "(e.g. recipe: default.yaml)"
-        )
-    overrides = entry.get("overrides", [])
-    if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
-        raise ConfigError(f"{where}: overrides must be a list of 'section.key=value' strings")
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in BENCH_KEYS):
+class DarnnMethods:
+    """The darnn rows of one entry: its recipe with the entry's overrides, at the bench's
+    width, data and epochs, as itself, a variant, or one two-module chain per lambda."""
+
+    def __init__(self, name: str, entry: DarnnEntry, ctx: Context) -> None:
+        self.name, self.entry, self.ctx = name, entry, ctx
+        self.where = f"{ctx.where}, method {name!r}"
+        self.recipe = ctx.configs_dir / entry.recipe
+        if not self.recipe.is_file():
             raise ConfigError(
-                f"{where}: override {item!r} changes a setting the bench fixes for every "
-                "method (data.*, train.epochs, train.seed; the width through the 'hidden' key)"
+                f"{self.where}: recipe={shown(entry.recipe)} must name a recipe file in "
+                f"{ctx.configs_dir} (e.g. recipe: default.yaml)"
             )
-    variant = entry.get("variant")
-    if variant is not None and variant not in VARIANTS:
-        raise ConfigError(
-            f"{where}: variant={shown(variant)} is not valid; accepted: {', '.join(VARIANTS)}"
-        )
-    lambdas = entry.get("lambdas")
-    if (variant == "chain") != (lambdas is not None):
-        raise ConfigError(f"{where}: 'lambdas' goes with variant: chain (and it needs them)")
-    check_width(entry.get("hidden"), where)
-    width = next(
-        (w for w in (ctx.forced_hidden, entry.get("hidden"), ctx.hidden) if w is not None), None
-    )
-    recipe_path = ctx.configs_dir / recipe
-    settings = {"data": dataclasses.asdict(ctx.data), "train": {"epochs": ctx.epochs}}
-    if ctx.device is not None:
-        settings["train"]["device"] = ctx.device
+        self.settings: dict[str, dict[str, Any]] = {
+            "data": dataclasses.asdict(ctx.data),
+            "train": {"epochs": ctx.epochs},
+        }
+        if ctx.device is not None:
+            self.settings["train"]["device"] = ctx.device
 
-    def build(extra: Sequence[str]) -> RunConfig:
+    def build(self, extra: Sequence[str]) -> RunConfig:
         try:
-            return load_run_config(recipe_path, [*overrides, *extra], settings=settings)
+            overrides = [*self.entry.overrides, *extra]
+            return load_run_config(self.recipe, overrides, settings=self.settings)
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{self.where}: {exc}") from None
 
-    base = build([])
-    layers = base.network.hidden
-    sizing: list[str] = []
-    if width is not None:
+    def method(self, name: str, note: str, extra: Sequence[str], lam: float | None) -> Method:
+        return Method(
+            name,
+            "darnn",
+            self.name,
+            note=self.entry.note or note,
+            config=self.build(extra),
+            recipe=self.entry.recipe,
+            overrides=(*self.entry.overrides, *extra),
+            lam=lam,
+        )
+
+    def sizing(self) -> tuple[tuple[int, ...], list[str]]:
+        """The hidden sizes and the overrides that set them: the recipe's own, or the
+        bench's width split equally over the recipe's modules."""
+        ctx, layers = self.ctx, self.build([]).network.hidden
+        candidates = (ctx.forced_hidden, self.entry.hidden, ctx.hidden)
+        width = next((w for w in candidates if w is not None), None)
+        if width is None:
+            return layers, []
         if width % len(layers):
             raise ConfigError(
-                f"{where}: hidden={width} cannot be split equally over the recipe's "
+                f"{self.where}: hidden={width} cannot be split equally over the recipe's "
                 f"{len(layers)} modules"
             )
-        sizing = [override("network.hidden", [width // len(layers)] * len(layers))]
         layers = (width // len(layers),) * len(layers)
-    if variant != "chain":
-        extra = [*sizing, *VARIANT_OVERRIDES.get(variant or "", ())]
+        return layers, [override("network.hidden", list(layers))]
+
+    def resolve(self) -> list[Method]:
+        variant, (layers, sizing) = self.entry.variant, self.sizing()
+        if variant != "chain":
+            extra = [*sizing, *VARIANT_OVERRIDES.get(variant or "", ())]
+            return [self.method(self.name, NOTES.get(variant or "", ""), extra, None)]
+        if len(layers) != 1 or layers[0] % 2:
+            raise ConfigError(
+                f"{self.where}: variant chain splits one hidden module into two equal halves; "
+                f"the recipe's hidden={list(layers)} is not one module of an even size"
+            )
+        half = layers[0] // 2
         return [
-            Method(
-                name,
-                "darnn",
-                name,
-                note=note or NOTES.get(variant or "", ""),
-                config=build(extra),
-                recipe=recipe,
-                overrides=(*overrides, *extra),
+            self.method(
+                f"{self.name}_lambda{lam:g}",
+                f"two modules of {half}, lambda = {lam:g}",
+                [
+                    override("network.hidden", [half, half]),
+                    f"network.lambda_forward={lam}",
+                    f"network.lambda_backward={lam}",
+                ],
+                float(lam),
             )
+            for lam in self.entry.lambdas or ()
         ]
-    if len(layers) != 1 or layers[0] % 2:
-        raise ConfigError(
-            f"{where}: variant chain splits one hidden module into two equal halves; the "
-            f"recipe's hidden={list(layers)} is not one module of an even size"
-        )
-    if not (
-        isinstance(lambdas, list)
-        and lambdas
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in lambdas)
-    ):
-        raise ConfigError(f"{where}: lambdas={shown(lambdas)} must be a list of numbers >= 0")
-    half = layers[0] // 2
-    out = []
-    for lam in lambdas:
-        extra = [
-            override("network.hidden", [half, half]),
-            f"network.lambda_forward={lam}",
-            f"network.lambda_backward={lam}",
-        ]
-        out.append(
-            Method(
-                f"{name}_lambda{lam:g}",
-                "darnn",
-                name,
-                note=note or f"two modules of {half}, lambda = {lam:g}",
-                config=build(extra),
-                recipe=recipe,
-                overrides=(*overrides, *extra),
-                lam=float(lam),
-            )
-        )
-    return out
