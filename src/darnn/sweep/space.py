@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import types
 import typing
@@ -25,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import check_finite, check_positive, from_dict
 from ..runconfig import ConfigError, RunConfig, load_run_config, parse_yaml
 
-RANGE_FIELDS = ("low", "high", "log", "step")
 SCALARS = (type(None), bool, int, float, str)
 
 
@@ -125,12 +124,68 @@ def numeric_kinds(annotation: Any) -> set[str]:
     return kinds
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+@dataclass(frozen=True)
+class RangeEntry:
+    """A range of a space file: ``{low, high}``, optionally ``log: true`` or a ``step``."""
+
+    low: float | None = None  # an int key keeps int bounds (from_dict leaves ints as they are)
+    high: float | None = None
+    log: bool = False  # sampled log-uniformly
+    step: float | None = None  # a grid
+
+    def __post_init__(self) -> None:
+        if self.low is None or self.high is None:
+            raise ValueError("needs both low and high (or a list of choices)")
+        check_finite("low", self.low)
+        check_finite("high", self.high)
+        if self.low > self.high:
+            raise ValueError(f"low={self.low!r} is greater than high={self.high!r}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got low={self.low!r}")
+        if self.step is not None:
+            check_positive("step", self.step)
+            if self.log:
+                raise ValueError("give either log: true or a step, not both")
+
+
+@dataclass(frozen=True)
+class ChoicesEntry:
+    """A categorical dimension of a space file: ``{choices: [...]}``, any YAML values."""
+
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            raise ValueError("choices must be a non-empty list")
+        seen = [json.dumps(c, sort_keys=True) for c in self.choices]
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"choices {list(self.choices)!r} repeat a value")
 
 
 def parse_param(key: Any, spec: Any, fields: dict[str, dict[str, Any]], origin: str) -> Param:
     """One ``key: spec`` entry of a space file, with every check that needs no config values."""
+    section, name = check_key(key, fields, origin)
+    where = f"{origin}: '{key}'"
+    if not isinstance(spec, dict):
+        raise SpaceError(
+            f"{where} must map to a range {{low: ..., high: ...}} (with optional log: true or "
+            f"step: ...) or to {{choices: [...]}}, got {spec!r}"
+        )
+    try:
+        if "choices" in spec:
+            return Param(
+                key, "categorical", choices=from_dict(ChoicesEntry, spec, section=key).choices
+            )
+        entry = from_dict(RangeEntry, spec, section=key)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        named = f"'{key}." in message  # from_dict's own messages name the key
+        raise SpaceError(f"{origin}: {message}" if named else f"{where}: {message}") from None
+    return range_param(key, entry, fields[section][name], where)
+
+
+def check_key(key: Any, fields: dict[str, dict[str, Any]], origin: str) -> tuple[str, str]:
+    """(section, name) of a ``section.key`` a run config accepts."""
     if not isinstance(key, str) or key.count(".") != 1:
         raise SpaceError(
             f"{origin}: {key!r} is not a config key of the form section.key, e.g. learning.lr_j"
@@ -146,60 +201,28 @@ def parse_param(key: Any, spec: Any, fields: dict[str, dict[str, Any]], origin: 
             f"{origin}: unknown config key '{key}'; valid keys in section '{section}': "
             f"{', '.join(sorted(fields[section]))}"
         )
-    where = f"{origin}: '{key}'"
-    if not isinstance(spec, dict):
-        raise SpaceError(
-            f"{where} must map to a range {{low: ..., high: ...}} (with optional log: true or "
-            f"step: ...) or to {{choices: [...]}}, got {spec!r}"
-        )
-    unknown = sorted(set(spec) - {*RANGE_FIELDS, "choices"})
-    if unknown:
-        raise SpaceError(
-            f"{where} has unknown field(s) {', '.join(map(str, unknown))}; a range takes "
-            f"{', '.join(RANGE_FIELDS)} and a categorical takes choices"
-        )
-    if "choices" in spec:
-        if set(spec) != {"choices"}:
-            raise SpaceError(f"{where} gives both choices and a range; give one of them")
-        choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise SpaceError(f"{where}: choices must be a non-empty list, got {choices!r}")
-        seen = [json.dumps(c, sort_keys=True) for c in choices]
-        if len(set(seen)) != len(seen):
-            raise SpaceError(f"{where}: choices {choices!r} repeat a value")
-        return Param(key, "categorical", choices=tuple(choices))
+    return section, name
 
-    if "low" not in spec or "high" not in spec:
-        raise SpaceError(f"{where} needs both low and high (or a list of choices)")
-    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
-    kinds = numeric_kinds(fields[section][name])
+
+def range_param(key: str, entry: RangeEntry, annotation: Any, where: str) -> Param:
+    """A range on a config key: an int range for an int key (or int bounds on an int-or-
+    float key), else a float range."""
+    kinds = numeric_kinds(annotation)
     if not kinds:
         raise SpaceError(
             f"{where} is not a number, so it cannot take a range; list the values to try "
             "as choices: [...]"
         )
-    for label, value in (("low", low), ("high", high)):
-        if not is_number(value):
-            raise SpaceError(f"{where}: {label}={value!r} is not a finite number")
-    if low > high:
-        raise SpaceError(f"{where}: low={low!r} is greater than high={high!r}")
-    if not isinstance(log, bool):
-        raise SpaceError(f"{where}: log={log!r} must be true or false")
-    if log and low <= 0:
-        raise SpaceError(f"{where}: a log range needs low > 0, got low={low!r}")
-    if step is not None:
-        if not is_number(step) or step <= 0:
-            raise SpaceError(f"{where}: step={step!r} must be a number > 0")
-        if log:
-            raise SpaceError(f"{where}: give either log: true or a step, not both")
+    low, high, log, step = entry.low, entry.high, entry.log, entry.step
+    bounds = (("low", low), ("high", high), ("step", step))
     if kinds == {"int"} or (
         kinds == {"int", "float"} and all(isinstance(v, int) for v in (low, high, step or 1))
     ):
-        for label, value in (("low", low), ("high", high), ("step", step)):
+        for label, value in bounds:
             if value is not None and not isinstance(value, int):
                 raise SpaceError(f"{where} is an integer key; {label}={value!r} must be an integer")
         return Param(key, "int", low, high, log, step)
-    return Param(key, "float", float(low), float(high), log, None if step is None else float(step))
+    return Param(key, "float", float(low), float(high), log, None if step is None else float(step))  # type: ignore[arg-type]
 
 
 def check_against(params: list[Param], base: RunConfig, origin: str) -> None:
