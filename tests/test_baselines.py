@@ -1,31 +1,34 @@
-import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+"""The bench's frozen-representation variants learn only the readout."""
 
-from darnn.baselines import BinaryMLPClassifier, random_features, reservoir
+import pytest
+import torch
 
-
-def digits() -> tuple[np.ndarray, ...]:
-    X, y = load_digits(return_X_y=True)
-    return tuple(train_test_split(X / 16.0, y, test_size=0.25, random_state=0, stratify=y))
-
-
-def test_reservoir_freezes_recurrent_and_input_weights() -> None:
-    Xtr, _, ytr, _ = digits()
-    one = reservoir(hidden=(200,), n_epochs=1, random_state=0).fit(Xtr[:200], ytr[:200])
-    two = reservoir(hidden=(200,), n_epochs=2, random_state=0).fit(Xtr[:200], ytr[:200])
-    a, b = one.network_.state_dict(), two.network_.state_dict()
-    for key in a:  # same initial weights; only the readout moved in the second epoch
-        assert bool((a[key] == b[key]).all()) == (not key.startswith("w_out")), key
+from darnn.bench.methods import VARIANT_OVERRIDES
+from darnn.data import load_data
+from darnn.epoch import fit_epoch, seeded_generators
+from darnn.network import Network
+from darnn.runconfig import load_run_config
 
 
-def test_random_features_and_binary_mlp_learn_digits() -> None:
-    Xtr, Xte, ytr, yte = digits()
-    rf = random_features(hidden=(500,), n_epochs=5, random_state=0).fit(Xtr, ytr)
-    mlp = BinaryMLPClassifier(hidden=256, n_epochs=10, random_state=0).fit(Xtr, ytr)
-    assert rf.score(Xte, yte) > 0.85
-    assert mlp.score(Xte, yte) > 0.9
-    np.testing.assert_array_equal(
-        mlp.predict(Xte),
-        BinaryMLPClassifier(hidden=256, n_epochs=10, random_state=0).fit(Xtr, ytr).predict(Xte),
+@pytest.mark.parametrize("variant", ["reservoir", "random_features"])
+def test_frozen_variants_learn_only_the_readout(variant: str) -> None:
+    config = load_run_config(
+        None,
+        [
+            "data.name=digits",
+            "data.limit_train=200",
+            "network.hidden=[64]",
+            "network.j_density=1.0",
+            "network.w_in_density=1.0",
+            *VARIANT_OVERRIDES[variant],
+        ],
     )
+    data = load_data(config.data)
+    X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
+    net = Network(config.network, data.n_features, data.n_classes, seed=0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    order, dynamics = seeded_generators(0)
+    perm = torch.randperm(len(y), generator=order)
+    fit_epoch(net, X, y, config.learning, 16, perm, generator=dynamics)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]) == (not key.startswith("w_out")), key

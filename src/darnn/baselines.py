@@ -1,19 +1,15 @@
-"""Baselines the paper compares with (docs/model.md#baselines): frozen-representation
-networks, backprop MLPs with the same number of parameters, and a perceptron on the raw input.
+"""Baselines the paper compares with (docs/model.md#baselines): backprop MLPs with the same
+number of parameters, and a perceptron on the raw input.
 
-- `reservoir`: the same network and two-phase training, but J and W_in frozen: only the
-  readout learns (the representation is the untrained recurrent dynamics).
-- `random_features`: no recurrence at all: s = sign(W_in x), readout learned by the same
-  perceptron rule.
-- `BinaryMLPClassifier`: a one-hidden-layer MLP with sign activations trained end to end
-  by backpropagation (straight-through gradient), the non-local reference.
 - `parameter_counts` / `matched_width`: the trainable non-zeros of a `Network` and the
   width of a one-hidden-layer MLP with as many parameters.
 - `tune_mlp`: that MLP (ReLU or sign with a straight-through estimator) trained with Adam,
   its learning rate chosen on the validation split; the test split is evaluated once.
 - `fit_perceptron`: a multiclass perceptron on the raw input.
 
-``darnn bench`` (darnn.bench) runs them next to darnn on identical splits.
+``darnn bench`` (darnn.bench) runs them next to darnn on identical splits; the frozen
+representations (random features, reservoir) are darnn recipes with learning switched off,
+so they are bench variants (darnn.bench.methods), not functions here.
 """
 
 from __future__ import annotations
@@ -25,39 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor, nn
 
 from .config import EVAL_BATCH_SIZE, LearningConfig
 from .couplings import Coupling, SparseCoupling
-from .estimator import DARNClassifier
 from .network import Network
 from .threads import choose_threads, using_threads
 
 ACTIVATIONS = ("relu", "sign")
-
-
-def reservoir(**params: object) -> DARNClassifier:
-    """DARN with frozen J and W_in: only W_out learns."""
-    return DARNClassifier(**{**params, "lr_in": 0.0, "lr_j": 0.0})  # type: ignore[arg-type]
-
-
-def random_features(**params: object) -> DARNClassifier:
-    """s = sign(W_in x) (one warm-up sweep, no couplings, no label phases), learned readout."""
-    fixed = {
-        "j_strength": 0.0,
-        "j_d": 0.0,
-        "lr_in": 0.0,
-        "lr_j": 0.0,
-        "warmup_sweeps": 1,
-        "clamped_sweeps": 0,
-        "free_sweeps": 0,
-        "eval_sweeps": 0,
-    }
-    return DARNClassifier(**{**params, **fixed})  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- parameter counts
@@ -320,66 +291,3 @@ def fit_perceptron(
         "train_time": fit.train_time,
         "samples_per_s": fit.samples / max(fit.train_time, 1e-9),
     }
-
-
-# ---------------------------------------------------------------- scikit-learn door
-
-
-class BinaryMLPClassifier(ClassifierMixin, BaseEstimator):
-    """x -> sign(W1 x + b1) -> W2 s + b2, cross-entropy, Adam, straight-through gradient."""
-
-    def __init__(
-        self,
-        hidden: int = 1000,
-        n_epochs: int = 10,
-        batch_size: int = 64,
-        lr: float = 1e-3,
-        random_state: int | None = None,
-    ):
-        self.hidden = hidden
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.random_state = random_state
-
-    def fit(self, X, y) -> BinaryMLPClassifier:  # type: ignore[no-untyped-def]
-        X, y = validate_data(self, X, y, dtype=np.float32)
-        check_classification_targets(y)
-        for name in ("hidden", "n_epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
-        self.classes_, target = np.unique(y, return_inverse=True)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # nn.Linear initialisation
-        self.model_ = nn.Sequential(
-            nn.Linear(X.shape[1], self.hidden),
-            nn.BatchNorm1d(self.hidden),
-            Sign(),
-            nn.Linear(self.hidden, len(self.classes_)),
-        )
-        opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
-        xt, yt = torch.tensor(X), torch.as_tensor(target, dtype=torch.int64)
-        self.model_.train()
-        for _ in range(self.n_epochs):
-            order = torch.randperm(len(yt), generator=gen)
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                loss = nn.functional.cross_entropy(self.model_(xt[idx]), yt[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        self.model_.eval()
-        return self
-
-    def decision_function(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
-        check_is_fitted(self, "model_")
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        with torch.no_grad():
-            return self.model_(torch.tensor(X)).numpy()
-
-    def predict(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
