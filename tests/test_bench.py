@@ -285,6 +285,10 @@ def test_missing_data_files_exit_2_and_write_nothing(
         ("{a: {kind: robot}}", "methods.a.kind='robot' is not valid; accepted values"),
         ("{a: {kind: mlp, activation: relu, match: a, lrs: [0]}}", "lrs[0]=0 is not valid"),
         ("[a, b]", "config key 'methods' has value ['a', 'b'] of type list; expected a mapping"),
+        ("{a: {kind: probe, of: z}}", "of='z'"),
+        ("{a: {kind: probe, of: a, state: middle}}", "state='middle'"),
+        ("{a: {kind: mlp, activation: relu, match: a, size: huge}}", "size='huge'"),
+        ("{a: {recipe: default.yaml, variant: reservoir, lambdas: [1]}}", "cannot go with"),
     ],
 )
 def test_bench_file_errors_name_the_problem(
@@ -366,3 +370,93 @@ def test_resume_continues_an_interrupted_bench(
     assert (cut / "results.json").read_bytes() == before
     code, _, err = run_main(capsys, "bench", *args, "--resume")
     assert_user_error(code, err, "--resume needs --out")
+
+
+WIDTH_SCAN = """
+data: {name: digits, limit_train: 400}
+epochs: 1
+seeds: 1
+widths: [16, 32]
+quick: {widths: [16]}
+methods:
+  darnn: {recipe: default.yaml, overrides: [network.j_density=1.0, network.w_in_density=1.0]}
+  rf: {recipe: default.yaml, variant: random_features}
+  mlp_w: {kind: mlp, activation: sign, match: darnn, size: width, bias: false, lrs: [0.001]}
+  probe_all: {kind: probe, of: darnn, state: all, epochs: 3}
+  perceptron: {kind: perceptron}
+"""
+
+
+def test_width_scan_names_and_matches_each_width(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(bench_dir(tmp_path, WIDTH_SCAN))
+    plan = load_plan("custom")
+    names = [m.name for m in plan.methods]
+    assert names == [
+        "darnn_h16", "rf_h16", "mlp_w_h16", "probe_all_h16", "perceptron",
+        "darnn_h32", "rf_h32", "mlp_w_h32", "probe_all_h32",
+    ]  # fmt: skip
+    assert plan.method("darnn_h32").config.network.hidden == (32,)  # type: ignore[union-attr]
+    assert plan.method("mlp_w_h32").match == "darnn_h32"
+    assert plan.method("probe_all_h16").of == "darnn_h16"
+    assert [m.name for m in load_plan("custom", quick=True).methods][:2] == ["darnn_h16", "rf_h16"]
+    assert {m.width for m in load_plan("custom", hidden=64).methods} == {64, None}
+    # Asking for a probe alone still trains the network it reads.
+    only = load_plan("custom", methods=["probe_all_h16"]).methods
+    assert [m.name for m in only] == ["darnn_h16", "probe_all_h16"]
+
+
+def test_width_scan_runs_probes_and_width_matched_mlps(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(bench_dir(tmp_path, WIDTH_SCAN))
+    code, _, err = run_main(capsys, "bench", "--dataset", "custom", "--quick", "--out", "b")
+    assert code == 0, err
+    records = {
+        r["method"]: r for r in json.loads((tmp_path / "b/results.json").read_text())["records"]
+    }
+    mlp = records["mlp_w_h16"]
+    assert (mlp["width"], mlp["bias"], mlp["params"]) == (16, False, 64 * 16 + 16 * 10)
+    probe = records["probe_all_h16"]
+    assert probe["config"]["features"] == 16 and probe["params"] == 16 * 10
+    assert 0.0 <= probe["test_acc"] <= 1.0 and probe["epochs"] == 3
+    assert records["darnn_h16"]["bench_width"] == 16
+    assert (tmp_path / "b" / "accuracy_vs_width.png").is_file()
+
+
+def test_probe_reads_the_states_prediction_reads() -> None:
+    """representation() is the prediction dynamics' state; a probe fits separable states."""
+    from darnn import LearningConfig, NetworkConfig
+    from darnn.probe import fit_probe, representation
+
+    net = Network(NetworkConfig(hidden=(12, 12)), n_features=6, n_classes=3, seed=0)
+    cfg = LearningConfig()
+    X = torch.rand(50, 6)
+    states = representation(net, X, cfg, "all", batch_size=7)
+    _, relaxed = predict_scores(net, X, cfg)
+    assert torch.equal(states, torch.cat(relaxed.states, dim=1))
+    assert torch.equal(representation(net, X, cfg, "last"), relaxed.states[-1])
+    y = (states[:, 0] > 0).long() + (states[:, 1] > 0).long()
+    result = fit_probe((states, y), (states, y), (states, y), 3, epochs=60, lr=0.05)
+    assert result.train_acc == result.test_acc > 0.9  # the same split, a separable labelling
+    with pytest.raises(ValueError, match="which"):
+        representation(net, X, cfg, "middle")
+
+
+def test_lambda_scan_of_a_two_module_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two = "methods: {a: {recipe: two.yaml, lambdas: [0, 2.5]}}"
+    monkeypatch.chdir(
+        bench_dir(tmp_path, f"data: {{name: digits}}\nepochs: 1\nhidden: 40\n{two}\n")
+    )
+    (tmp_path / "configs" / "two.yaml").write_text("network: {hidden: [30, 30]}\n")
+    plan = load_plan("custom")
+    assert [(m.name, m.lam) for m in plan.methods] == [("a_lambda0", 0.0), ("a_lambda2.5", 2.5)]
+    net = plan.methods[1].config.network  # type: ignore[union-attr]
+    assert (net.hidden, net.lambda_forward, net.lambda_backward) == ((20, 20), 2.5, 2.5)
+    (tmp_path / "configs" / "two.yaml").write_text("network: {hidden: [30]}\n")
+    with pytest.raises(ConfigError, match="variant: chain to split it"):
+        load_plan("custom")

@@ -98,14 +98,15 @@ class Sign(nn.Module):
         return SignSTE.apply(h)  # type: ignore[no-any-return]
 
 
-def mlp(n_in: int, width: int, n_out: int, activation: str) -> nn.Sequential:
-    """x -> act(W1 x + b1) -> W2 h + b2 (PyTorch's default initialisation)."""
+def mlp(n_in: int, width: int, n_out: int, activation: str, bias: bool = True) -> nn.Sequential:
+    """x -> act(W1 x + b1) -> W2 h + b2 (PyTorch's default initialisation); without the
+    biases if ``bias`` is False (the authors' width-matched binary MLP)."""
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"activation={activation!r} is not valid; accepted values: {', '.join(ACTIVATIONS)}"
         )
     act: nn.Module = nn.ReLU() if activation == "relu" else Sign()
-    return nn.Sequential(nn.Linear(n_in, width), act, nn.Linear(width, n_out))
+    return nn.Sequential(nn.Linear(n_in, width, bias=bias), act, nn.Linear(width, n_out, bias=bias))
 
 
 @torch.no_grad()
@@ -174,11 +175,13 @@ def fit_mlp(
     return fit
 
 
-def seeded_mlp(n_in: int, width: int, n_out: int, activation: str, seed: int) -> nn.Sequential:
+def seeded_mlp(
+    n_in: int, width: int, n_out: int, activation: str, seed: int, bias: bool = True
+) -> nn.Sequential:
     """`mlp` initialised from ``seed`` alone (the global torch generator is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return mlp(n_in, width, n_out, activation)
+        return mlp(n_in, width, n_out, activation, bias)
 
 
 def tune_mlp(
@@ -194,6 +197,7 @@ def tune_mlp(
     lrs: Sequence[float],
     seed: int,
     threads: int | None = None,
+    bias: bool = True,
 ) -> dict[str, Any]:
     """Train one MLP per learning rate in ``lrs`` (same seed, same initial weights), keep the
     one with the best validation accuracy after the last epoch (the first on a tie), and
@@ -208,7 +212,7 @@ def tune_mlp(
     best: tuple[float, nn.Module, Fit, float] | None = None
     with using_threads(choose_threads(work, threads)):
         for lr in lrs:
-            model = seeded_mlp(n_in, width, n_out, activation, seed).to(train.X.device)
+            model = seeded_mlp(n_in, width, n_out, activation, seed, bias).to(train.X.device)
             fit = fit_mlp(model, train, val, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
             grid.append({"lr": lr, "val_acc": fit.val_curve[-1], "train_time": fit.train_time})
             if best is None or fit.val_curve[-1] > best[0]:
@@ -219,6 +223,7 @@ def tune_mlp(
     return {
         "activation": activation,
         "width": width,
+        "bias": bias,
         "params": sum(p.numel() for p in model.parameters()),
         "lr": lr,
         "lr_grid": grid,

@@ -12,9 +12,15 @@ a copy of a recipe. Variants:
 - ``chain``: the recipe's single module split into two equal modules joined one-to-one
   with strength ``lambda`` both ways, one method per value of ``lambdas``.
 
+A darnn entry with ``lambdas`` and no variant scans the inter-module strength of a recipe
+that has several modules (one method per value, lambda both ways).
+
 The baselines are ``mlp`` (one hidden layer, ReLU or sign, as many parameters as the
-darnn method named by ``match``; Adam, learning rate chosen on validation) and
-``perceptron`` (multiclass, on the raw input).
+darnn method named by ``match``, or with ``size: width`` as many hidden units; Adam,
+learning rate chosen on validation), ``perceptron`` (multiclass, on the raw input) and
+``probe`` (a bias-free linear map trained on the states of the darnn method named by
+``of``). A file with ``widths`` runs every method once per width (named NAME_hW), each
+baseline matched to the darnn method of its own width.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from typing import Any
 
 import yaml
 
+from .. import shipped
 from ..config import shown
 from ..runconfig import ConfigError, DataConfig, RunConfig, load_run_config
-from .spec import BenchFile, DarnnEntry, MlpEntry, PerceptronEntry, read_bench_file
+from .spec import BenchFile, DarnnEntry, MlpEntry, PerceptronEntry, ProbeEntry, read_bench_file
 
 # Learning off: no recurrence (J = 0), no label field, W_in and J frozen (and not decayed).
 FROZEN = (
@@ -56,17 +63,24 @@ class Method:
     """One row of the bench: a darnn run config, or a baseline and its settings."""
 
     name: str
-    kind: str  # "darnn", "mlp" or "perceptron"
+    kind: str  # "darnn", "mlp", "perceptron" or "probe"
     group: str  # the bench file's entry (a chain's lambda values share it)
     note: str = ""
     config: RunConfig | None = None  # darnn: everything but train.seed
     recipe: str | None = None  # darnn: file name under configs/
     overrides: tuple[str, ...] = ()  # darnn: applied to the recipe, in order
-    lam: float | None = None  # chain variant: the inter-module strength
+    lam: float | None = None  # a lambda scan: the inter-module strength
+    width: int | None = None  # a width scan: the width of this row
     activation: str | None = None  # mlp
     match: str | None = None  # mlp: the darnn method whose trainable non-zeros it matches
+    size: str | None = None  # mlp: match the "params" or the "width"
+    bias: bool | None = None  # mlp
     lrs: tuple[float, ...] = ()  # mlp: learning rates tried on validation
-    batch_size: int = 1  # mlp, perceptron
+    batch_size: int = 1  # mlp, perceptron, probe
+    of: str | None = None  # probe: the darnn method whose states it reads
+    state: str | None = None  # probe: "last" or "all"
+    epochs: int | None = None  # probe: its own epochs (the network's are the bench's)
+    lr: float | None = None  # probe
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, (), "")}
@@ -136,30 +150,14 @@ def override(key: str, value: Any) -> str:
 # ---------------------------------------------------------------- finding bench files
 
 
-def bench_dirs() -> list[Path]:
-    """Where bench files are looked for: ./configs/bench, then this checkout's."""
-    here = Path.cwd() / "configs" / "bench"
-    checkout = Path(__file__).resolve().parents[3] / "configs" / "bench"
-    return [here] if here.resolve() == checkout else [here, checkout]
-
-
 def available_datasets() -> list[str]:
-    names = {p.stem for d in bench_dirs() if d.is_dir() for p in d.glob("*.yaml")}
-    return sorted(names)
+    """The bench files that ship with darnn (package data; configs/bench in a checkout)."""
+    return shipped.names("bench")
 
 
 def find_bench_file(dataset: str) -> Path:
-    if dataset and "/" not in dataset and not dataset.startswith("."):
-        for folder in bench_dirs():
-            path = folder / f"{dataset}.yaml"
-            if path.is_file():
-                return path
-    names = available_datasets()
-    raise ConfigError(
-        f"unknown bench dataset {shown(dataset)}: there is no configs/bench/{dataset}.yaml "
-        f"(looked in {', '.join(str(d) for d in bench_dirs())}). Available: "
-        f"{', '.join(names) if names else 'none'}. Add a bench file there to define one."
-    )
+    """A bench file path, or NAME: ./configs/bench/NAME.yaml, else the shipped NAME."""
+    return shipped.find("bench", dataset)
 
 
 # ---------------------------------------------------------------- resolving a bench file
@@ -197,8 +195,14 @@ def load_plan(
     forced = hidden if hidden is not None else (level and level.hidden)  # beats a method's own
     context = Context(where, path.parent.parent, n_epochs, data, forced, spec.hidden, device)
     resolved: list[Method] = []
-    for name, entry in spec.methods.items():
-        resolved.extend(resolve_method(name, entry, context))
+    # A width scan runs at the file's (or quick) widths; --hidden picks one width instead.
+    widths = None if spec.widths is None else setting("widths", hidden and (hidden,))
+    for width in widths or (None,):
+        scan = context if width is None else dataclasses.replace(context, forced_hidden=width)
+        for name, entry in spec.methods.items():
+            if width is not None and isinstance(entry, PerceptronEntry) and width != widths[0]:
+                continue  # no width: it runs once
+            resolved.extend(at_width(m, width) for m in resolve_method(name, entry, scan))
     names = [m.name for m in resolved]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -240,17 +244,34 @@ def bench_data(
     return data
 
 
-def match_baseline(m: Method, methods: list[Method], where: str) -> Method:
-    """An mlp with its matched darnn method checked and its batch size filled in."""
-    if m.kind != "mlp":
+def at_width(m: Method, width: int | None) -> Method:
+    """A method of a width scan: named NAME_hW, its match / of the darnn method of width W."""
+    if width is None or m.kind == "perceptron":
         return m
-    target = next((t for t in methods if t.name == m.match), None)
+    return dataclasses.replace(
+        m,
+        name=f"{m.name}_h{width}",
+        width=width,
+        match=None if m.match is None else f"{m.match}_h{width}",
+        of=None if m.of is None else f"{m.of}_h{width}",
+    )
+
+
+def match_baseline(m: Method, methods: list[Method], where: str) -> Method:
+    """An mlp or probe with the darnn method it refers to checked (and an mlp's batch size
+    filled in)."""
+    if m.kind not in ("mlp", "probe"):
+        return m
+    key, ref = ("match", m.match) if m.kind == "mlp" else ("of", m.of)
+    target = next((t for t in methods if t.name == ref), None)
     if target is None or target.config is None:
         darnn_names = [t.name for t in methods if t.kind == "darnn"]
         raise ConfigError(
-            f"{where}: method {m.name!r} has match={shown(m.match)}, which is not a darnn "
+            f"{where}: method {m.name!r} has {key}={shown(ref)}, which is not a darnn "
             f"method of this file; choose one of: {', '.join(darnn_names)}"
         )
+    if m.kind == "probe":
+        return m
     return dataclasses.replace(m, batch_size=m.batch_size or target.config.train.batch_size)
 
 
@@ -265,7 +286,9 @@ def select(methods: list[Method], wanted: Sequence[str] | None, where: str) -> l
             f"unknown method(s) {', '.join(map(repr, bad)) or '(none given)'} for {where}; "
             f"valid methods: {', '.join(sorted(known))}"
         )
-    return [m for m in methods if m.name in wanted or m.group in wanted]
+    chosen = [m for m in methods if m.name in wanted or m.group in wanted]
+    needed = {m.of for m in chosen if m.kind == "probe"}  # a probe reads a trained network
+    return [m for m in methods if m in chosen or m.name in needed]
 
 
 @dataclass(frozen=True)
@@ -282,11 +305,26 @@ class Context:
 
 
 def resolve_method(
-    name: str, entry: DarnnEntry | MlpEntry | PerceptronEntry, ctx: Context
+    name: str, entry: DarnnEntry | MlpEntry | PerceptronEntry | ProbeEntry, ctx: Context
 ) -> list[Method]:
-    """The bench rows one entry of the file stands for (a chain: one per lambda)."""
+    """The bench rows one entry of the file stands for (a lambda scan: one per lambda)."""
     if isinstance(entry, PerceptronEntry):
         return [Method(name, "perceptron", name, note=entry.note, batch_size=entry.batch_size or 1)]
+    if isinstance(entry, ProbeEntry):
+        note = entry.note or f"linear probe on the {entry.state} states of {entry.of}"
+        return [
+            Method(
+                name,
+                "probe",
+                name,
+                note=note,
+                of=entry.of,
+                state=entry.state,
+                epochs=entry.epochs,
+                lr=entry.lr,
+                batch_size=entry.batch_size,
+            )
+        ]
     if isinstance(entry, MlpEntry):
         # batch_size 0 stands for "the matched recipe's" (match_baseline fills it in)
         return [
@@ -297,6 +335,8 @@ def resolve_method(
                 note=entry.note,
                 activation=entry.activation,
                 match=entry.match,
+                size=entry.size,
+                bias=entry.bias,
                 lrs=entry.lrs,
                 batch_size=entry.batch_size or 0,
             )
@@ -361,6 +401,8 @@ class DarnnMethods:
 
     def resolve(self) -> list[Method]:
         variant, (layers, sizing) = self.entry.variant, self.sizing()
+        if variant is None and self.entry.lambdas is not None:
+            return self.scan(layers, sizing)
         if variant != "chain":
             extra = [*sizing, *VARIANT_OVERRIDES.get(variant or "", ())]
             return [self.method(self.name, NOTES.get(variant or "", ""), extra, None)]
@@ -379,6 +421,24 @@ class DarnnMethods:
                     f"network.lambda_forward={lam}",
                     f"network.lambda_backward={lam}",
                 ],
+                float(lam),
+            )
+            for lam in self.entry.lambdas or ()
+        ]
+
+    def scan(self, layers: tuple[int, ...], sizing: list[str]) -> list[Method]:
+        """The recipe's own modules, one method per inter-module strength."""
+        if len(layers) < 2:
+            raise ConfigError(
+                f"{self.where}: 'lambdas' without a variant scans the strength between the "
+                f"recipe's modules, but hidden={list(layers)} is one module; use "
+                "variant: chain to split it"
+            )
+        return [
+            self.method(
+                f"{self.name}_lambda{lam:g}",
+                f"{len(layers)} modules of {layers[0]}, lambda = {lam:g}",
+                [*sizing, f"network.lambda_forward={lam}", f"network.lambda_backward={lam}"],
                 float(lam),
             )
             for lam in self.entry.lambdas or ()

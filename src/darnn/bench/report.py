@@ -18,10 +18,11 @@ from ..plots import figure
 from .methods import Plan
 
 TABLE_FILE = "table.md"
-PARAMS_PLOT, CURVES_PLOT, LAMBDA_PLOT = (
+PARAMS_PLOT, CURVES_PLOT, LAMBDA_PLOT, WIDTH_PLOT = (
     "accuracy_vs_params.png",
     "learning_curves.png",
     "lambda_recovery.png",
+    "accuracy_vs_width.png",
 )
 
 
@@ -52,6 +53,7 @@ def summarize(records: list[dict[str, Any]], order: list[str]) -> list[dict[str,
                 "kind": first["kind"],
                 "note": first.get("note", ""),
                 "lambda": first.get("lambda"),
+                "bench_width": first.get("bench_width"),
                 "seeds": [r["seed"] for r in runs],
                 "test_mean": test,
                 "test_std": test_std,
@@ -135,10 +137,39 @@ def write_report(out: Path, plan: Plan, results: dict[str, Any]) -> None:
     chain = [r for r in rows if r["lambda"] is not None]
     if chain:
         plot_lambda(out / LAMBDA_PLOT, rows, chain, title)
+    if any(r["bench_width"] is not None for r in rows):
+        plot_accuracy_vs_width(out / WIDTH_PLOT, rows, title)
+
+
+def plot_accuracy_vs_width(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Test accuracy against the width of a width scan, one line per bench entry."""
+    scanned = [r for r in rows if r["bench_width"] is not None]
+    with figure(path, 1, 1, (8, 5.5)) as axes:
+        ax = axes[0][0]
+        for group in dict.fromkeys(r["group"] for r in scanned):
+            pts = sorted(
+                (r for r in scanned if r["group"] == group), key=lambda r: r["bench_width"]
+            )
+            ax.errorbar(
+                [r["bench_width"] for r in pts],
+                [r["test_mean"] for r in pts],
+                yerr=[r["test_std"] for r in pts],
+                marker="o",
+                capsize=3,
+                label=group,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set(
+            xlabel="hidden units H (darnn: one module; MLP baselines matched per width)",
+            ylabel="test accuracy (mean ± std over seeds)",
+            title=f"{title}: accuracy vs width",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
 
 
 def plot_accuracy_vs_params(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    markers = {"darnn": "o", "mlp": "s", "perceptron": "^"}
+    markers = {"darnn": "o", "mlp": "s", "perceptron": "^", "probe": "D"}
     with figure(path, 1, 1, (8, 5.5)) as axes:
         ax = axes[0][0]
         for r in rows:
@@ -161,7 +192,7 @@ def plot_accuracy_vs_params(path: Path, rows: list[dict[str, Any]], title: str) 
         ax.set(
             xlabel="trainable non-zero parameters",
             ylabel="test accuracy (mean ± std over seeds)",
-            title=f"{title}: accuracy vs parameters (o darnn, □ MLP, △ perceptron)",
+            title=f"{title}: accuracy vs parameters (o darnn, □ MLP, △ perceptron, ◇ probe)",
         )
         ax.grid(alpha=0.3)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from .. import rundir, training
@@ -29,9 +30,12 @@ from ..data import Dataset, load_data
 from ..devices import resolve_device
 from ..errors import RunError
 from ..files import write_json
+from ..modelfiles import load_model
 from ..network import Network
+from ..probe import fit_probe, representation
 from ..runconfig import config_digest
-from ..rundir import CHECKPOINT_FILE
+from ..rundir import CHECKPOINT_FILE, MODEL_STEM
+from ..threads import using_threads
 from .methods import Method, Plan
 from .report import write_report
 
@@ -171,7 +175,10 @@ class Bench:
         target = self.plan.method(method.match)
         assert target.config is not None
         params = count_parameters(target, self.data, seed)["learned"]
-        width = matched_width(params, self.data.n_features, self.data.n_classes)
+        if method.size == "width":  # the authors' baseline: as many hidden units
+            width = sum(target.config.network.hidden)
+        else:
+            width = matched_width(params, self.data.n_features, self.data.n_classes)
         tuned = self.tuned_lr.get(method.name)
         lrs = method.lrs if tuned is None else (tuned,)
         tick = time.perf_counter()
@@ -185,6 +192,7 @@ class Bench:
             lrs=lrs,
             seed=seed,
             threads=target.config.train.threads,
+            bias=bool(method.bias),
         )
         wall = time.perf_counter() - tick
         if tuned is None:
@@ -204,6 +212,8 @@ class Bench:
             "config": {
                 "activation": method.activation,
                 "width": width,
+                "bias": bool(method.bias),
+                "size": method.size,
                 "match": method.match,
                 "params_target": params,
                 "optimizer": "Adam",
@@ -233,8 +243,62 @@ class Bench:
             "config": {"batch_size": method.batch_size, "epochs": self.plan.epochs, "bias": True},
         }
 
+    def run_probe(self, method: Method, seed: int) -> dict[str, Any]:
+        """A linear probe on the states of the darnn run ``method.of`` of this seed (trained
+        first if the bench has not run it yet)."""
+        assert method.of is not None and method.state is not None
+        target = self.plan.method(method.of)
+        assert target.config is not None
+        trained = self.run_darnn(target, seed)
+        net = load_model(self.out / trained["run_dir"] / MODEL_STEM)
+        cfg, d = target.config.learning, self.data
+        tick = time.perf_counter()
+        with using_threads(target.config.train.threads or 1):
+            splits = [
+                (representation(net, torch.as_tensor(X), cfg, method.state), torch.as_tensor(y))
+                for X, y in ((d.X_train, d.y_train), (d.X_val, d.y_val), (d.X_test, d.y_test))
+            ]
+            result = fit_probe(
+                *splits,
+                d.n_classes,
+                seed=seed,
+                epochs=method.epochs or 20,
+                lr=method.lr or 1e-3,
+                batch_size=method.batch_size,
+            )
+        wall = time.perf_counter() - tick
+        n_states = splits[0][0].shape[1]
+        return {
+            "epochs": result.epochs,
+            "val_acc": result.val_acc,
+            "test_acc": result.test_acc,  # the last epoch's: no epoch is chosen on test
+            "train_acc": result.train_acc,
+            "val_curve": [result.val_acc],
+            "wall_time": wall,
+            "samples_per_s": len(d.y_train) * result.epochs / max(wall, 1e-9),
+            "params": n_states * d.n_classes,
+            "fixed_weights": trained["params"] + trained["fixed_weights"],
+            "train_fingerprint": self.fingerprint,
+            "config": {
+                "of": method.of,
+                "state": method.state,
+                "features": n_states,
+                "optimizer": "Adam",
+                "loss": "cross-entropy",
+                "bias": False,
+                "lr": method.lr,
+                "batch_size": method.batch_size,
+                "epochs": method.epochs,
+            },
+        }
+
     def run(self, method: Method, seed: int) -> dict[str, Any]:
-        runner = {"darnn": self.run_darnn, "mlp": self.run_mlp, "perceptron": self.run_perceptron}
+        runner = {
+            "darnn": self.run_darnn,
+            "mlp": self.run_mlp,
+            "perceptron": self.run_perceptron,
+            "probe": self.run_probe,
+        }
         result = runner[method.kind](method, seed)
         return {
             "method": method.name,
@@ -243,6 +307,7 @@ class Bench:
             "seed": seed,
             "note": method.note,
             **({"lambda": method.lam} if method.lam is not None else {}),
+            **({"bench_width": method.width} if method.width is not None else {}),
             "data": dataclasses.asdict(self.plan.data),
             **result,
         }

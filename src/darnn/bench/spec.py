@@ -15,9 +15,11 @@ from typing import Any
 
 from ..baselines import ACTIVATIONS
 from ..config import check_choice, check_count, check_positive, from_dict, shown
+from ..probe import REPRESENTATIONS
 from ..runconfig import ConfigError, read_config_file
 
-KINDS = ("darnn", "mlp", "perceptron")
+KINDS = ("darnn", "mlp", "perceptron", "probe")
+MLP_SIZES = ("params", "width")
 VARIANTS = ("random_features", "reservoir", "chain")
 DEFAULT_LRS = (3e-4, 1e-3, 3e-3)
 # Settings the bench fixes for every method; a method's overrides may not change them.
@@ -39,9 +41,11 @@ class QuickSettings:
     seeds: int | None = None
     limit_train: int | None = None
     hidden: int | None = None  # total hidden units of every darnn method
+    widths: tuple[int, ...] | None = None  # the widths a width scan runs at
 
     def __post_init__(self) -> None:
         check_optional_counts(self, {"epochs": 1, "seeds": 1, "limit_train": 1, "hidden": 2})
+        check_widths(self.widths)
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,13 @@ class BenchFile:
     epochs: int | None = None  # the same for every method
     seeds: int = 3  # seeds 0 .. seeds - 1
     hidden: int | None = None  # total hidden units of a darnn method without its own
+    # A width scan: every method once per width (named NAME_hW), baselines matched per width.
+    widths: tuple[int, ...] | None = None
     quick: QuickSettings | None = None
 
     def __post_init__(self) -> None:
         check_optional_counts(self, {"epochs": 1, "seeds": 1, "hidden": 2})
+        check_widths(self.widths)
         if not self.methods:
             raise ValueError("methods must be a non-empty mapping of method names")
 
@@ -69,7 +76,9 @@ class DarnnEntry:
     recipe: str = ""  # file name under configs/
     overrides: tuple[str, ...] = ()  # section.key=value, applied to the recipe in order
     variant: str | None = None  # random_features, reservoir or chain
-    lambdas: tuple[float, ...] | None = None  # chain: one method per inter-module strength
+    # One method per inter-module strength (lambda both ways): the chain variant's two
+    # halves, or the recipe's own modules when it has several.
+    lambdas: tuple[float, ...] | None = None
     hidden: int | None = None  # total hidden units (the bench's quick/--hidden still win)
     note: str = ""
 
@@ -83,8 +92,10 @@ class DarnnEntry:
                 )
         if self.variant is not None:
             check_choice("variant", self.variant, VARIANTS)
-        if (self.variant == "chain") != (self.lambdas is not None):
-            raise ValueError("'lambdas' goes with variant: chain (and it needs them)")
+        if self.variant == "chain" and self.lambdas is None:
+            raise ValueError("variant: chain needs 'lambdas' (one method per strength)")
+        if self.variant in ("random_features", "reservoir") and self.lambdas is not None:
+            raise ValueError(f"'lambdas' cannot go with variant: {self.variant}")
         if self.lambdas is not None and not (self.lambdas and min(self.lambdas) >= 0):
             raise ValueError(f"lambdas={shown(list(self.lambdas))} must be a list of numbers >= 0")
         check_optional_counts(self, {"hidden": 2})
@@ -92,17 +103,21 @@ class DarnnEntry:
 
 @dataclass(frozen=True)
 class MlpEntry:
-    """A backprop MLP with as many parameters as the darnn method ``match``."""
+    """A backprop MLP with as many parameters as the darnn method ``match`` (or, with
+    ``size: width``, as many hidden units: the authors' baseline)."""
 
     kind: str = "mlp"
     activation: str = ""  # relu or sign
-    match: str = ""  # the darnn method whose trainable non-zeros it matches
+    match: str = ""  # the darnn method whose trainable non-zeros (or width) it matches
+    size: str = "params"  # "params" or "width"
+    bias: bool = True
     lrs: tuple[float, ...] = DEFAULT_LRS  # tried on validation
     batch_size: int | None = None  # default: the matched recipe's
     note: str = ""
 
     def __post_init__(self) -> None:
         check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("size", self.size, MLP_SIZES)
         if not self.lrs:
             raise ValueError("lrs=[] must be a list of learning rates > 0")
         for i, lr in enumerate(self.lrs):
@@ -122,7 +137,41 @@ class PerceptronEntry:
         check_optional_counts(self, {"batch_size": 1})
 
 
-ENTRIES: dict[str, type] = {"darnn": DarnnEntry, "mlp": MlpEntry, "perceptron": PerceptronEntry}
+@dataclass(frozen=True)
+class ProbeEntry:
+    """A bias-free linear probe (Adam, cross-entropy) on the states of a trained darnn
+    method ``of``: its last module or all modules side by side (darnn.probe)."""
+
+    kind: str = "probe"
+    of: str = ""  # the darnn method whose trained network it reads
+    state: str = "last"  # "last" or "all"
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 256
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        check_choice("state", self.state, REPRESENTATIONS)
+        check_count("epochs", self.epochs, minimum=1)
+        check_count("batch_size", self.batch_size, minimum=1)
+        check_positive("lr", self.lr)
+
+
+ENTRIES: dict[str, type] = {
+    "darnn": DarnnEntry,
+    "mlp": MlpEntry,
+    "perceptron": PerceptronEntry,
+    "probe": ProbeEntry,
+}
+
+
+def check_widths(widths: tuple[int, ...] | None) -> None:
+    if widths is None:
+        return
+    if not widths or len(set(widths)) != len(widths):
+        raise ValueError(f"widths={shown(list(widths))} must be a list of distinct widths")
+    for i, w in enumerate(widths):
+        check_count(f"widths[{i}]", w, minimum=1)
 
 
 def read_bench_file(path: Path, where: str) -> BenchFile:
@@ -144,7 +193,7 @@ def read_bench_file(path: Path, where: str) -> BenchFile:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def read_entry(name: str, entry: Any) -> DarnnEntry | MlpEntry | PerceptronEntry:
+def read_entry(name: str, entry: Any) -> DarnnEntry | MlpEntry | PerceptronEntry | ProbeEntry:
     section = f"methods.{name}"
     entry = _mapping({} if entry is None else entry, section)
     kind = entry.get("kind", "darnn")
