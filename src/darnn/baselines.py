@@ -42,10 +42,10 @@ def nonzeros(coupling: Coupling) -> int:
 
 def parameter_counts(net: Network, learning: LearningConfig) -> dict[str, int]:
     """``learned``: entries the local rule may change (the support of every matrix with a
-    non-zero rate: W_in, the off-diagonal J, learned inter-module couplings, W_out);
-    ``fixed``: non-zero frozen weights that prediction uses (W_in or J when frozen, fixed
-    inter-module couplings). W_back and J_D are never counted: W_back acts only during
-    training and J_D is one constant."""
+    non-zero rate: W_in, the off-diagonal J, learned inter-module couplings, W_out and the
+    readout skips); ``fixed``: non-zero frozen weights that prediction uses (W_in or J when
+    frozen, fixed inter-module couplings). W_back, its skips and J_D are never counted:
+    the feedback acts only during training and J_D is one constant."""
     rec = net.recurrent
     groups: list[tuple[bool, Sequence[Coupling]]] = [
         (learning.lr_in > 0, list(net.w_in)),
@@ -53,6 +53,7 @@ def parameter_counts(net: Network, learning: LearningConfig) -> dict[str, int]:
         (learning.learn_inter and learning.lr_inter > 0, list(rec.forward_couplings)),
         (False, list(rec.backward_couplings)),
         (learning.lr_out > 0, [net.w_out]),
+        (learning.lr_out_skip > 0, list(net.w_forth_skip)),  # readout skips (readout neurons)
     ]
     learned = sum(m.nnz for on, ms in groups if on for m in ms)
     fixed = sum(nonzeros(m) for on, ms in groups if not on for m in ms if m is not net.w_out)
