@@ -44,7 +44,7 @@ from darnn.config import LearningConfig
 from darnn.couplings import Coupling, SparseCoupling
 from darnn.data import DataError, load_dataset
 from darnn.dynamics import spin_sign
-from darnn.learning import StepStats, evaluate, learning_step
+from darnn.learning import StepStats, evaluate, learning_step, three_phases
 from darnn.network import Network
 from darnn.runconfig import DataConfig, RunConfig, load_run_config
 from darnn.threads import available_cores, choose_threads, product_work, using_threads
@@ -164,14 +164,14 @@ def sweep_counts(
     net: Network, X: Tensor, y: Tensor, cfg: LearningConfig, steps: int, start: int
 ) -> dict:
     """Sweeps per phase, as a mean over samples and as J products per step (a batch is
-    swept until its slowest sample settles), from an untimed pass of `steps` steps; read
-    from the per-phase counts every step reports (`StepStats.phase_sweeps`)."""
+    swept until its slowest sample settles), from an untimed pass of `steps` steps: each
+    batch's phases are relaxed once to count their sweeps, then the step learns from it."""
     per_step = []
     for i in range(start, start + steps):
         rows = torch.arange(i * BATCH, (i + 1) * BATCH, device=X.device) % X.shape[0]
-        sweeps = learning_step(net, X[rows], y[rows], cfg).phase_sweeps
-        assert sweeps is not None
-        per_step.append(sweeps.cpu())
+        _, phases = three_phases(net, X[rows], y[rows], cfg)
+        per_step.append(torch.stack([p.sweeps for p in phases]).cpu())
+        learning_step(net, X[rows], y[rows], cfg)
     counts = torch.stack(per_step)  # (steps, 3 phases, batch)
     mean, products = counts.double().mean(dim=(0, 2)), counts.amax(dim=2).double().mean(dim=0)
     phases = ("warmup", "clamped", "free")

@@ -155,7 +155,7 @@ def test_free_phase_and_prediction_never_read_the_label(monkeypatch: pytest.Monk
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_step_reports_the_sweeps_of_every_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_three_phases_report_their_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
     net = small_net(2)
     sweeps: list[torch.Tensor] = []
     real_relax = learning.relax
@@ -168,12 +168,13 @@ def test_step_reports_the_sweeps_of_every_phase(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(learning, "relax", spy)
     cfg = LearningConfig(warmup_sweeps=1, clamped_sweeps=4, free_sweeps=3)
     x = torch.rand(9, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    _, phases = learning.three_phases(net, x, torch.arange(9) % 3, cfg)
+    counts = torch.stack([p.sweeps for p in phases])
+    assert counts.shape == (3, 9) and torch.equal(counts, torch.stack(sweeps))
+    assert torch.all(counts[0] == 1)  # from s = 0 the warm-up sweep always runs
+    assert torch.all(counts.max(dim=1).values <= torch.tensor([1, 4, 3]))
     stats = learning_step(net, x, torch.arange(9) % 3, cfg)
-    assert stats.phase_sweeps is not None and stats.phase_sweeps.shape == (3, 9)
-    assert torch.equal(stats.phase_sweeps, torch.stack(sweeps))
-    assert torch.all(stats.phase_sweeps[0] == 1)  # from s = 0 the warm-up sweep always runs
-    assert torch.all(stats.phase_sweeps.max(dim=1).values <= torch.tensor([1, 4, 3]))
-    assert int(stats.free_sweeps) == int(stats.phase_sweeps[2].sum())
+    assert int(stats.free_sweeps) == int(counts[2].sum())
 
 
 def train_steps(seed: int, steps: int = 5) -> dict[str, torch.Tensor]:
@@ -202,13 +203,14 @@ def test_step_stats_are_consistent() -> None:
 
 
 def test_learning_config_fields_documented_in_estimator() -> None:
+    """Every config field is an estimator hyperparameter, defaulting to the default recipe."""
     from darnn.estimator import DARNClassifier
+    from darnn.runconfig import DEFAULT_RECIPE
 
     params = DARNClassifier().get_params()
-    for f in dataclasses.fields(LearningConfig):
-        assert params[f.name] == f.default, f.name
-    for f in dataclasses.fields(NetworkConfig):
-        assert params[f.name] == f.default, f.name
+    for section in (DEFAULT_RECIPE.learning, DEFAULT_RECIPE.network):
+        for f in dataclasses.fields(section):
+            assert params[f.name] == getattr(section, f.name), f.name
 
 
 def test_eval_readout_learns_from_the_label_free_state() -> None:

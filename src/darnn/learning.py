@@ -34,9 +34,6 @@ class StepStats:
     unstable: Tensor
     converged: Tensor  # samples whose free phase ended at a fixed point (count)
     free_sweeps: Tensor  # sweeps the free phase ran, summed over samples
-    # (3, B) int64: sweeps each sample ran in the warm-up, clamped and free phases; a
-    # phase's row maximum is the number of sweeps (J products) the batch ran in it.
-    phase_sweeps: Tensor | None = None
 
 
 def local_rule(
@@ -120,16 +117,16 @@ def two_phase(
 ) -> tuple[list[Tensor], Relaxation]:
     """Warm-up, clamped and free phases from s = 0. Returns the input drives and the free
     phase's outcome (its fields are the free fields at s*, label excluded)."""
-    drives, phases = _phases(net, x, y, cfg, generator)
+    drives, phases = three_phases(net, x, y, cfg, generator)
     return drives, phases[-1]
 
 
-def _phases(
+def three_phases(
     net: Network,
     x: Tensor,
     y: Tensor,
     cfg: LearningConfig,
-    generator: torch.Generator | None,
+    generator: torch.Generator | None = None,
 ) -> tuple[list[Tensor], tuple[Relaxation, Relaxation, Relaxation]]:
     """`two_phase` with the outcome of all three phases: warm-up, clamped, free."""
     rec = net.recurrent
@@ -160,14 +157,11 @@ def learning_step(
     if net.config.readout == "neurons":
         return protocol_step(net, x, y, cfg, generator)
     x = batch_minor(x)  # one copy here saves one in the input product and one in its update
-    drives, phases = _phases(net, x, y, cfg, generator)
-    free = phases[-1]
+    drives, free = two_phase(net, x, y, cfg, generator)
     readout_in = label_free_state(net, drives, cfg, generator)
-    stats = learn_relaxed(
+    return learn_relaxed(
         net, x, y, free.states, free.fields, free.converged, free.sweeps, cfg, readout_in
     )
-    stats.phase_sweeps = torch.stack([p.sweeps for p in phases])
-    return stats
 
 
 def protocol_step(
