@@ -84,20 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .theory import cli as theory  # each experiment registers its own subcommand
 
-    if hasattr(theory, "add_subcommands"):
-        p = commands.add_parser(
-            "theory", help="numerical checks of the theory (docs/model.md#theory-quantities)"
-        )
-        theory.add_subcommands(
-            p.add_subparsers(dest="theory_command", required=True, metavar="EXPERIMENT")
-        )
+    p = commands.add_parser(
+        "theory", help="numerical checks of the theory (docs/model.md#theory-quantities)"
+    )
+    theory.add_subcommands(
+        p.add_subparsers(dest="theory_command", required=True, metavar="EXPERIMENT")
+    )
 
     from . import sweep  # registers its options; Optuna is imported only when a sweep runs
 
     p = commands.add_parser("sweep", help="hyperparameter sweeps on Optuna (+ summary)")
     sweep.add_subcommands(p)
 
-    from . import bench  # darnn against baselines; torch is imported only when it runs
+    from . import bench  # darnn against baselines
 
     bench.add_parser(commands)
     return parser

@@ -1,4 +1,4 @@
-"""The ``darnn bench`` command (argparse glue only; torch is imported when it runs)."""
+"""The ``darnn bench`` command: argparse glue (the plan, runner and report load when it runs)."""
 
 from __future__ import annotations
 
