@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up darnn from a fresh clone: Fashion-MNIST (where the system package manager has
 # it), a virtual environment in .venv, the CPU build of PyTorch, darnn with its test tools
-# and the sweep extra (Optuna, SQLAlchemy, psycopg: `darnn sweep`).
+# (pytest, build, twine: the packaging test), the sweep extra (Optuna, SQLAlchemy, psycopg:
+# `darnn sweep`) and the tensorboard extra (train.tensorboard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +18,5 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch is pinned to the CPU wheel: an unconstrained resolve pulls a multi-GB CUDA build.
 # For a GPU, install the CUDA build of torch yourself first, then `pip install -e .`.
-.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev,sweep]"
+.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev,sweep,tensorboard]"
 echo "setup: ok ($(.venv/bin/python -c 'import darnn, torch; print("darnn", darnn.__version__, "torch", torch.__version__)'))"

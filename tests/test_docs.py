@@ -162,11 +162,12 @@ def test_wheel_has_no_reference_to_the_internal_contract_document(tmp_path: Path
     for path in ROOT.iterdir():
         if path.is_file() and not path.name.startswith("."):
             shutil.copy2(path, source / path.name)
-    shutil.copytree(
-        ROOT / "src",
-        source / "src",
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
-    )
+    for folder in ("src", "configs"):  # setup.py maps configs/ into the package
+        shutil.copytree(
+            ROOT / folder,
+            source / folder,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+        )
     out = tmp_path / "dist"
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     subprocess.run(

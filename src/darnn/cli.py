@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--config",
-        metavar="FILE",
-        help="YAML run config (sections data, network, "
-        "learning, train); omitted keys keep the default recipe",
+        metavar="FILE|NAME",
+        help="YAML run config (sections data, network, learning, train): a file, or the name "
+        "of a shipped recipe such as recipe_a_sparse_mnist or authors/lambda_advantage "
+        "(darnn recipes lists them); omitted keys keep the default recipe",
     )
     p.add_argument(
         "--out",
@@ -73,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser(
+        "recipes",
+        help="list the recipes, bench files and search spaces that ship with darnn",
+        description="Every YAML file that ships with darnn, by the name --config (recipes), "
+        "darnn bench --dataset (bench files) and darnn sweep --space (search spaces) accept, "
+        "with the first line of its header. A file path, or the same name under ./configs, "
+        "wins over a shipped name.",
+    )
+    p.add_argument("--paths", action="store_true", help="also print where each file is")
+    p.set_defaults(func=cmd_recipes)
 
     p = commands.add_parser("data", help="datasets: list what is installed")
     data_commands = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -106,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed, runconfig, rundir, training
+    from . import distributed, runconfig, rundir, shipped, training
 
     options = {
         "train": {"device": args.device, "seed": args.seed},
@@ -127,7 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             None, args.overrides, settings=settings, base=rundir.read_run_config(out)
         )
     else:
-        config = runconfig.load_run_config(args.config, args.overrides, settings=settings)
+        path = None if args.config is None else shipped.find("recipe", args.config)
+        config = runconfig.load_run_config(path, args.overrides, settings=settings)
         out = Path(args.out) if args.out else rundir.default_run_dir(config.data.name)
     summary = training.train(
         config,
@@ -193,6 +206,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{args.split} accuracy {result['accuracy']:.4f} on {data.name} ({len(X)} samples, "
         f"{time.perf_counter() - start:.1f} s)"
     )
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from . import shipped
+
+    entries = shipped.catalogue()
+    if not entries:
+        print("darnn: no shipped files found (a broken install?)", file=sys.stderr)
+        return EXIT_USAGE
+    usage = {
+        "recipe": "darnn train --config NAME",
+        "bench": "darnn bench --dataset NAME",
+        "space": "darnn sweep --space NAME",
+    }
+    for kind in shipped.FOLDERS:
+        rows = [e for e in entries if e.kind == kind]
+        if not rows:
+            continue
+        print(f"{shipped.WHAT[kind]}s ({usage[kind]}):")
+        width = max(len(e.name) for e in rows)
+        for e in rows:
+            print(f"  {e.name.ljust(width)}  {e.description}".rstrip())
+            if args.paths:
+                print(f"  {' ' * width}  {e.path}")
+        print()
+    print(f"from {shipped.configs_root()}; a file path or ./configs/... wins over a name.")
     return 0
 
 

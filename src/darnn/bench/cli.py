@@ -42,8 +42,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--dataset",
         required=True,
         metavar="NAME",
-        help="a bench file configs/bench/NAME.yaml: fashion-mnist, fashion-mnist-narrow, "
-        "entangled-fashion-mnist, digits, mnist, kmnist",
+        help="a bench file: a path, or the NAME of one that ships (configs/bench/NAME.yaml: "
+        "fashion-mnist, fashion-mnist-narrow, entangled-fashion-mnist, digits, mnist, kmnist; "
+        "darnn recipes lists them); ./configs/bench/NAME.yaml wins over the shipped one",
     )
     p.add_argument("--seeds", type=positive_int, metavar="N", help="seeds 0..N-1 (default 3)")
     p.add_argument(
@@ -100,7 +101,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if args.resume and not args.out:
         raise RunError("--resume needs --out: the bench directory to continue")
-    out = Path(args.out) if args.out else rundir.default_run_dir(f"bench-{args.dataset}")
+    name = Path(args.dataset).stem  # a path's file name, or the name itself
+    out = Path(args.out) if args.out else rundir.default_run_dir(f"bench-{name}")
     results = run_bench(
         plan, out, command=["darnn", *getattr(args, "argv", [])], resume=args.resume
     )

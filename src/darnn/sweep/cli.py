@@ -30,7 +30,10 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
         help="override one value of the base config, as in darnn train (repeatable)",
     )
     parser.add_argument(
-        "--space", metavar="SPACE.yaml", help="search space: config keys and their ranges"
+        "--space",
+        metavar="SPACE",
+        help="search space: config keys and their ranges; a SPACE.yaml file or a shipped "
+        "name such as digits_quick (darnn recipes lists them)",
     )
     parser.add_argument("--trials", type=int, metavar="N", help="finished trials to reach")
     parser.add_argument(
@@ -110,10 +113,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "data": {"data_dir": args.data_dir} if args.data_dir else {},
     }
     argv = list(getattr(args, "argv", []) or [])
+    from .. import shipped  # a shipped name or a path (darnn recipes lists the names)
+
     spec = prepare_sweep(
-        space_path=args.space,
+        space_path=str(shipped.find("space", args.space)),
         trials=args.trials,
-        config_path=args.config,
+        config_path=None if args.config is None else str(shipped.find("recipe", args.config)),
         config_overrides=args.overrides,
         storage=args.storage,
         study=args.study,
