@@ -34,7 +34,14 @@ from .modelfiles import save_model
 from .network import Network
 from .plots import plot_field_histograms, plot_learning_curves
 from .progress import log_epoch, progress_bar
-from .resume import Position, RunIdentity, open_run, restore_position, save_position
+from .resume import (
+    Checkpoint,
+    Position,
+    RunIdentity,
+    open_run,
+    restore_position,
+    save_position,
+)
 from .runconfig import RunConfig
 from .rundir import CHECKPOINT_FILE, CURVES_FILE, FIELDS_FILE, METRICS_FILE, MODEL_STEM
 from .signals import StopSignals
@@ -68,7 +75,7 @@ def train(
     device, dtype = resolve_device(tc.device), DTYPES[tc.dtype]
     ranks = distributed.start(device, tc.dist_timeout)  # None unless launched by torchrun
     main = ranks is None or ranks.main
-    created, stop, run = None, StopSignals(), None
+    created, stop = None, StopSignals()
     try:
         if ranks is not None:
             device = check_distributed(ranks, config, device)
@@ -76,55 +83,20 @@ def train(
         # checkpoint or its error).
         opened = partial(open_run, out, config, resume=resume, command=command)
         checkpoint, created = distributed.from_main(ranks, opened)
-        data = load_data(config.data)
-        train_set = tensors(data.X_train, data.y_train, device, dtype)
-        splits = {
-            "val": tensors(data.X_val, data.y_val, device, dtype),
-            "test": tensors(data.X_test, data.y_test, device, dtype),
-        }
-        n_train = len(train_set[1])
-        net = build_network(config, data.n_features, data.n_classes, device, dtype)
-        identity = RunIdentity(config, data.fingerprint(), n_train, -(-n_train // tc.batch_size))
-        probe = (train_set[0][: tc.probe_size], train_set[1][: tc.probe_size])
-        run = Run(out, config, net, Position.start(tc.seed), identity, probe, ranks)
-        if checkpoint is not None:
-            restore_position(checkpoint, net, run.position, identity, out)
-        step = learning_step if ranks is None else partial(distributed.learning_step, ranks)
+        run, splits = prepare_run(out, config, device, dtype, ranks, checkpoint)
         with stop:
             while run.position.epoch < tc.epochs:
-                pos = run.position
-                if pos.permutation is None:
-                    pos.permutation = torch.randperm(n_train, generator=pos.order)
-                bar = progress_bar(
-                    progress and main, pos.epoch, tc.epochs, n_train, pos.batch * tc.batch_size
-                )
-                pos.counters, pos.batch = fit_epoch(
-                    net,
-                    *train_set,
-                    config.learning,
-                    tc.batch_size,
-                    pos.permutation,
-                    generator=pos.dynamics,
-                    start_batch=pos.batch,
-                    counters=pos.counters,
-                    threads=tc.threads,
-                    step=step,
-                    after_batch=partial(run.after_batch, bar, stop, on_batch),
-                )
+                bar = run.progress_bar(progress)
+                run.fit_epoch(partial(run.after_batch, bar, stop, on_batch))
                 bar.close()
                 if stop.requested:
                     return run.summary("interrupted")
-                record = epoch_record(run, splits, pos.counters)
-                pos.next_epoch(record)
-                run.save(record["wall_time"])
-                if main:
-                    write_jsonl(out / METRICS_FILE, pos.metrics)
-                    if progress:
-                        log_epoch(record, tc.epochs)
+                record = epoch_record(run, splits, run.position.counters)
+                run.end_epoch(record, log=progress)
                 if distributed.any_rank(ranks, stop.requested):
                     return run.summary("interrupted")
                 wants_stop = on_epoch is not None and bool(on_epoch(record))
-                if distributed.any_rank(ranks, wants_stop) and pos.epoch < tc.epochs:
+                if distributed.any_rank(ranks, wants_stop) and run.position.epoch < tc.epochs:
                     return run.summary("stopped")
         if main:
             save_results(run)
@@ -138,20 +110,51 @@ def train(
     return run.summary("completed")
 
 
+def prepare_run(
+    out: Path,
+    config: RunConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    ranks: distributed.Ranks | None,
+    checkpoint: Checkpoint | None,
+) -> tuple[Run, dict[str, Batch]]:
+    """The run at its start, or where its checkpoint stopped, and the evaluation splits."""
+    tc = config.train
+    data = load_data(config.data)
+    train_set = tensors(data.X_train, data.y_train, device, dtype)
+    splits = {
+        "val": tensors(data.X_val, data.y_val, device, dtype),
+        "test": tensors(data.X_test, data.y_test, device, dtype),
+    }
+    n_train = len(train_set[1])
+    net = build_network(config, data.n_features, data.n_classes, device, dtype)
+    identity = RunIdentity(config, data.fingerprint(), n_train, -(-n_train // tc.batch_size))
+    run = Run(out, config, net, Position.start(tc.seed), identity, train_set, ranks)
+    if checkpoint is not None:
+        restore_position(checkpoint, net, run.position, identity, out)
+    return run, splits
+
+
 @dataclass
 class Run:
-    """What a training run holds between batches: its network, position and directory."""
+    """What a training run holds between batches: its network, data, position, directory."""
 
     out: Path
     config: RunConfig
     net: Network
     position: Position
     identity: RunIdentity
-    probe: Batch  # fixed training samples on which field statistics are measured
+    train_set: Batch
     ranks: distributed.Ranks | None
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
+        size = self.config.train.probe_size
+        # fixed training samples on which field statistics are measured
+        self.probe = (self.train_set[0][:size], self.train_set[1][:size])
+        self.step = (
+            learning_step if self.ranks is None else partial(distributed.learning_step, self.ranks)
+        )
 
     @property
     def main(self) -> bool:
@@ -161,6 +164,40 @@ class Run:
     def wall_time(self) -> float:
         """Seconds of training so far, this process's and those before a resumption."""
         return self.position.wall_time + time.perf_counter() - self.started
+
+    def progress_bar(self, enabled: bool) -> Any:
+        """The current epoch's live bar (rank 0, on a terminal)."""
+        pos, tc, n_train = self.position, self.config.train, self.identity.n_train
+        done = pos.batch * tc.batch_size
+        return progress_bar(enabled and self.main, pos.epoch, tc.epochs, n_train, done)
+
+    def fit_epoch(self, after_batch: Callable[[int, EpochCounters], bool]) -> None:
+        """The rest of the current epoch, from the batch the position stands at."""
+        pos, tc = self.position, self.config.train
+        if pos.permutation is None:
+            pos.permutation = torch.randperm(self.identity.n_train, generator=pos.order)
+        pos.counters, pos.batch = fit_epoch(
+            self.net,
+            *self.train_set,
+            self.config.learning,
+            tc.batch_size,
+            pos.permutation,
+            generator=pos.dynamics,
+            start_batch=pos.batch,
+            counters=pos.counters,
+            threads=tc.threads,
+            step=self.step,
+            after_batch=after_batch,
+        )
+
+    def end_epoch(self, record: dict[str, Any], *, log: bool) -> None:
+        """Close the epoch with its ``record``: checkpoint, metrics.jsonl, the log line."""
+        self.position.next_epoch(record)
+        self.save(record["wall_time"])
+        if self.main:
+            write_jsonl(self.out / METRICS_FILE, self.position.metrics)
+            if log:
+                log_epoch(record, self.config.train.epochs)
 
     def save(self, wall_time: float | None = None) -> None:
         """Checkpoint the current position (``position.wall_time`` is what was spent before)."""
@@ -248,7 +285,7 @@ def epoch_record(run: Run, splits: dict[str, Batch], counters: EpochCounters) ->
         "free_sweeps": counters.fraction("sweeps"),
         "eval_sweeps": dynamics["sweeps"],
         "eval_converged": dynamics["converged"],
-        "symmetry": [coupling_symmetry(J.to_dense()) for J in net.recurrent.J],
+        "symmetry": [coupling_symmetry(J) for J in net.recurrent.J],  # CSR: O(nnz)
         "fields": field_summary(parts, probe_states),
         "train_time": counters.train_time,
         "samples_per_s": counters.seen / max(counters.train_time, 1e-9),
