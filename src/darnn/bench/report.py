@@ -31,46 +31,51 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(records: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+def method_rows(records: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
     """One row per method (in ``order``) aggregating its seeds."""
-    rows = []
-    for name in order:
-        runs = [r for r in records if r["method"] == name]
-        if not runs:
-            continue
-        test, test_std = mean_std([r["test_acc"] for r in runs])
-        val, val_std = mean_std([r["val_acc"] for r in runs])
-        epochs = max(len(r["val_curve"]) for r in runs)
-        curve = [
-            statistics.fmean(r["val_curve"][e] for r in runs if e < len(r["val_curve"]))
-            for e in range(epochs)
-        ]
-        first = runs[0]
-        rows.append(
-            {
-                "method": name,
-                "group": first["group"],
-                "kind": first["kind"],
-                "note": first.get("note", ""),
-                "lambda": first.get("lambda"),
-                "bench_width": first.get("bench_width"),
-                "seeds": [r["seed"] for r in runs],
-                "test_mean": test,
-                "test_std": test_std,
-                "val_mean": val,
-                "val_std": val_std,
-                "epochs": first["epochs"],
-                "wall_time": statistics.fmean(r["wall_time"] for r in runs),
-                "samples_per_s": statistics.fmean(r["samples_per_s"] for r in runs),
-                "params": round(statistics.fmean(r["params"] for r in runs)),
-                "fixed_weights": round(statistics.fmean(r["fixed_weights"] for r in runs)),
-                "val_curve": curve,
-                "lr": sorted({r["lr"] for r in runs if "lr" in r}),
-                "width": sorted({r["width"] for r in runs if "width" in r}),
-                "reused_from": sorted({r["reused_from"] for r in runs if "reused_from" in r}),
-            }
-        )
-    return rows
+    by_method = {name: [r for r in records if r["method"] == name] for name in order}
+    return [method_row(name, runs) for name, runs in by_method.items() if runs]
+
+
+def method_row(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean (and sample std) over seeds of one method's ``runs``."""
+    test, test_std = mean_std([r["test_acc"] for r in runs])
+    val, val_std = mean_std([r["val_acc"] for r in runs])
+    epochs = max(len(r["val_curve"]) for r in runs)
+    curve = [
+        statistics.fmean(r["val_curve"][e] for r in runs if e < len(r["val_curve"]))
+        for e in range(epochs)
+    ]
+    first = runs[0]
+
+    def mean(key: str) -> float:
+        return statistics.fmean(r[key] for r in runs)
+
+    def values(key: str) -> list[Any]:
+        return sorted({r[key] for r in runs if key in r})
+
+    return {
+        "method": name,
+        "group": first["group"],
+        "kind": first["kind"],
+        "note": first.get("note", ""),
+        "lambda": first.get("lambda"),
+        "bench_width": first.get("bench_width"),
+        "seeds": [r["seed"] for r in runs],
+        "test_mean": test,
+        "test_std": test_std,
+        "val_mean": val,
+        "val_std": val_std,
+        "epochs": first["epochs"],
+        "wall_time": mean("wall_time"),
+        "samples_per_s": mean("samples_per_s"),
+        "params": round(mean("params")),
+        "fixed_weights": round(mean("fixed_weights")),
+        "val_curve": curve,
+        "lr": values("lr"),
+        "width": values("width"),
+        "reused_from": values("reused_from"),
+    }
 
 
 def notes(row: dict[str, Any]) -> str:
@@ -88,7 +93,7 @@ def table(results: dict[str, Any]) -> str:
     """Markdown: a header saying what was run and how, then one row per method."""
     bench, split = results["bench"], results["split"]
     order = [m["name"] for m in bench["methods"]]
-    rows = summarize(results["records"], order)
+    rows = method_rows(results["records"], order)
     seeds = ", ".join(str(s) for s in bench["seeds"])
     data = bench["data"]
     transform = f", transform {data['transform']}" if data.get("transform") else ""
@@ -128,7 +133,7 @@ def table(results: dict[str, Any]) -> str:
 def write_report(out: Path, plan: Plan, results: dict[str, Any]) -> None:
     """table.md and the plots of ``results`` into ``out`` (plots only with records)."""
     write_text(out / TABLE_FILE, table(results))
-    rows = summarize(results["records"], [m.name for m in plan.methods])
+    rows = method_rows(results["records"], [m.name for m in plan.methods])
     if not rows:
         return
     title = f"{plan.dataset}{' (quick)' if plan.quick else ''}"
