@@ -79,8 +79,6 @@ def plot_access(rows: Sequence[AccessRow], path: Path, max_sweeps: int | None = 
 def _draw_access(
     rows: Sequence[AccessRow], axes: Any, col: int, model: str, max_sweeps: int | None
 ) -> None:
-    styles = {"synchronous": "-o", "sequential": "-.^", "asynchronous": "--s"}
-    short = {"synchronous": "sync", "sequential": "seq", "asynchronous": "async"}
     sel = [r for r in rows if r.model == model]
     sizes = sorted({r.n for r in sel})
     colors = dict(zip(sizes, _colors("plasma", len(sizes), 0.85)))
@@ -89,31 +87,8 @@ def _draw_access(
             rn = sorted(
                 (r for r in sel if r.schedule == schedule and r.n == n), key=lambda r: r.value
             )
-            if not rn:
-                continue
-            x = [r.value for r in rn]
-            kw = {"color": colors[n], "ms": 3.5, "lw": 1.2}
-            axes[0][col].errorbar(
-                x,
-                [r.converged for r in rn],
-                [r.stderr for r in rn],
-                fmt=styles[schedule],
-                capsize=2,
-                label=f"{short[schedule]} N={n}",
-                **kw,
-            )
-            axes[1][col].plot(x, [r.median_sweeps for r in rn], styles[schedule], **kw)
-            if model == "chain" and schedule == "synchronous":
-                # Where the fully synchronous chain fails, show how: a period-2 swap.
-                axes[0][col].plot(
-                    x,
-                    [r.two_cycle for r in rn],
-                    ":x",
-                    color=colors[n],
-                    lw=1,
-                    ms=4,
-                    label=f"sync N={n}: on a 2-cycle",
-                )
+            if rn:
+                _draw_access_curve(axes[0][col], axes[1][col], rn, schedule, colors[n])
     name = r"$J_D$" if model == "single" else r"$\lambda$ (two modules, $J_D=0$)"
     axes[0][col].set_title("one module" if model == "single" else "two-module chain")
     axes[0][col].set_ylabel("fraction reaching a fixed point")
@@ -123,6 +98,39 @@ def _draw_access(
     axes[1][col].set_xlabel(name)
     if max_sweeps:
         axes[1][col].axhline(max_sweeps, color="grey", lw=0.5)
+
+
+_ACCESS_STYLES = {"synchronous": "-o", "sequential": "-.^", "asynchronous": "--s"}
+_SHORT = {"synchronous": "sync", "sequential": "seq", "asynchronous": "async"}
+
+
+def _draw_access_curve(
+    top: Any, bottom: Any, rows: list[AccessRow], schedule: str, color: Any
+) -> None:
+    """One schedule and size: converged fraction (top) and median sweeps (bottom)."""
+    x, n, style = [r.value for r in rows], rows[0].n, _ACCESS_STYLES[schedule]
+    kw = {"color": color, "ms": 3.5, "lw": 1.2}
+    top.errorbar(
+        x,
+        [r.converged for r in rows],
+        [r.stderr for r in rows],
+        fmt=style,
+        capsize=2,
+        label=f"{_SHORT[schedule]} N={n}",
+        **kw,
+    )
+    bottom.plot(x, [r.median_sweeps for r in rows], style, **kw)
+    if rows[0].model == "chain" and schedule == "synchronous":
+        # Where the fully synchronous chain fails, show how: a period-2 swap.
+        top.plot(
+            x,
+            [r.two_cycle for r in rows],
+            ":x",
+            color=color,
+            lw=1,
+            ms=4,
+            label=f"sync N={n}: on a 2-cycle",
+        )
 
 
 def plot_geometry(result: GeometryResult, path: Path) -> None:
@@ -140,51 +148,60 @@ def _legend(ax: Any, **kw: Any) -> None:
 def _draw_geometry(result: GeometryResult, ax0: Any, ax1: Any, ax2: Any) -> None:
     j_ds = sorted(result.reached)
     colors = dict(zip(j_ds, _colors("viridis", len(j_ds), 0.85)))
+    _draw_overlaps(result, ax0, colors)
+    _draw_returns(result, ax1, ax2, colors)
+
+
+def _draw_overlaps(result: GeometryResult, ax: Any, colors: dict[float, Any]) -> None:
+    """Histograms of the overlaps between reached fixed points and with their starts."""
     bins = np.linspace(-1, 1, 81)
-    for j_d in j_ds:
+    for j_d, color in colors.items():
         for kind, style in (("fp-fp", "stepfilled"), ("start-fp", "step")):
             q = [r.q for r in result.overlaps if r.j_d == j_d and r.kind == kind]
             if q:
-                ax0.hist(
+                ax.hist(
                     q,
                     bins=bins,
                     density=True,
                     histtype=style,
-                    color=colors[j_d],
+                    color=color,
                     alpha=0.45 if style == "stepfilled" else 1.0,
                     lw=1.2,
                     label=f"$J_D$={j_d:g} {kind}",
                 )
-    ax0.set_xlabel("overlap q")
-    ax0.set_ylabel("density")
-    ax0.set_title("filled: two reached fixed points; line: start and its fixed point", fontsize=8.5)
-    _legend(ax0, fontsize=7)
+    ax.set_xlabel("overlap q")
+    ax.set_ylabel("density")
+    ax.set_title("filled: two reached fixed points; line: start and its fixed point", fontsize=8.5)
+    _legend(ax, fontsize=7)
+
+
+def _draw_returns(result: GeometryResult, ax1: Any, ax2: Any, colors: dict[float, Any]) -> None:
+    """After d flips from a fixed point: the fraction back within r*d (ax1), and how far
+    the new fixed point lies, relative to d (ax2, at the smallest radius)."""
     radii = sorted({r.radius for r in result.returns})
     styles = dict(zip(radii, ["o:", "s--", "^-", "v-.", "d-"]))
-    for j_d in j_ds:
+
+    def curve(j_d: float, radius: float) -> list[Any]:
+        rows = (r for r in result.returns if r.j_d == j_d and r.radius == radius)
+        return sorted(rows, key=lambda r: r.d)
+
+    for j_d, color in colors.items():
         for radius in radii:
-            sel = sorted(
-                (r for r in result.returns if r.j_d == j_d and r.radius == radius),
-                key=lambda r: r.d,
-            )
-            if sel:
+            if sel := curve(j_d, radius):
                 ax1.plot(
                     [r.d / r.n for r in sel],
                     [r.fraction for r in sel],
                     styles.get(radius, "x-"),
-                    color=colors[j_d],
+                    color=color,
                     ms=3.5,
                     label=f"$J_D$={j_d:g}, r={radius:g}",
                 )
-        sel = sorted(
-            (r for r in result.returns if r.j_d == j_d and r.radius == radii[0]), key=lambda r: r.d
-        )
-        if sel:
+        if radii and (sel := curve(j_d, radii[0])):
             ax2.plot(
                 [r.d / r.n for r in sel],
                 [r.mean_distance / r.d for r in sel],
                 "o-",
-                color=colors[j_d],
+                color=color,
                 ms=3.5,
                 label=f"$J_D$={j_d:g}",
             )
