@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Any
 
 EXIT_INTERRUPTED, EXIT_WORKER_FAILED = 130, 1
 
@@ -77,8 +78,11 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
     parser.add_argument("--device", help="cpu, cuda or cuda:N for this machine's trials")
     parser.set_defaults(func=cmd_sweep)
+    add_summary(parser.add_subparsers(dest="sweep_command", metavar="ACTION"))
 
-    actions = parser.add_subparsers(dest="sweep_command", metavar="ACTION")
+
+def add_summary(actions: Any) -> None:
+    """The ``darnn sweep summary`` subcommand."""
     p = actions.add_parser(
         "summary",
         help="best trials as a table, and PNG plots",
