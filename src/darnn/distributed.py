@@ -157,24 +157,11 @@ def learning_step(
     drives, free = two_phase(net, x[rows], y[rows], cfg, generator)
     readout_in = label_free_state(net, drives, cfg, generator)
     extra = [] if readout_in is None else [readout_in]
-    sizes = list(net.sizes)
-    packed = torch.cat(
-        [
-            *free.states,
-            *free.fields,
-            *extra,
-            free.converged.to(x.dtype).unsqueeze(1),
-            free.sweeps.to(x.dtype).unsqueeze(1),
-        ],
-        dim=1,
-    ).contiguous()
-    parts = [torch.empty_like(packed) for _ in range(world)]
-    with _collective(ranks):
-        dist.all_gather(parts, packed)
-    full = torch.cat(parts)[:batch]
-    pieces = list(full.split([*sizes, *sizes, *(sizes[-1] for _ in extra), 1, 1], dim=1))
-    states, fields = pieces[: len(sizes)], pieces[len(sizes) : 2 * len(sizes)]
-    gathered_readout_in = pieces[2 * len(sizes)] if extra else None
+    n = len(net.sizes)
+    counts = [free.converged.to(x.dtype).unsqueeze(1), free.sweeps.to(x.dtype).unsqueeze(1)]
+    pieces = _gather_rows(ranks, [*free.states, *free.fields, *extra, *counts], batch)
+    states, fields = pieces[:n], pieces[n : 2 * n]
+    gathered_readout_in = pieces[2 * n] if extra else None
     converged, sweeps = pieces[-2].squeeze(1), pieces[-1].squeeze(1)
     return learn_relaxed(net, x, y, states, fields, converged, sweeps, cfg, gathered_readout_in)
 
