@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -27,53 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"darnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser(
-        "train",
-        help="train a network and print its test accuracy",
-        description="Train the default recipe (Fashion-MNIST), or --config FILE, with "
-        "section.key=value overrides, e.g. network.hidden=[800,800] "
-        "learning.lr_j=0.01 train.epochs=3 data.name=digits.",
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="override one config value (parsed as YAML)",
-    )
-    p.add_argument(
-        "--config",
-        metavar="FILE|NAME",
-        help="YAML run config (sections data, network, learning, train): a file, or the name "
-        "of a shipped recipe such as recipe_a_sparse_mnist or authors/lambda_advantage "
-        "(darnn recipes lists them); omitted keys keep the default recipe",
-    )
-    p.add_argument(
-        "--out",
-        metavar="RUN_DIR",
-        help="new run directory (default: runs/TIME-DATASET); must be absent or empty",
-    )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (= train.device)")
-    p.add_argument("--seed", type=int, help="= train.seed")
-    p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.set_defaults(func=cmd_train)
-
-    p = commands.add_parser(
-        "eval",
-        help="accuracy of a trained run's model",
-        description="Load RUN_DIR's model and print its accuracy.",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument(
-        "--dataset",
-        metavar="NAME",
-        help="another dataset with the same input size (default: the run's)",
-    )
-    p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.set_defaults(func=cmd_eval)
+    add_train(commands)
+    add_eval(commands)
 
     p = commands.add_parser(
         "recipes",
@@ -112,6 +68,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(commands)
     return parser
+
+
+def add_train(commands: Any) -> None:
+    """The ``darnn train`` command and its options."""
+    p = commands.add_parser(
+        "train",
+        help="train a network and print its test accuracy",
+        description="Train the default recipe (Fashion-MNIST), or --config FILE, with "
+        "section.key=value overrides, e.g. network.hidden=[800,800] "
+        "learning.lr_j=0.01 train.epochs=3 data.name=digits.",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override one config value (parsed as YAML)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE|NAME",
+        help="YAML run config (sections data, network, learning, train): a file, or the name "
+        "of a shipped recipe such as recipe_a_sparse_mnist or authors/lambda_advantage "
+        "(darnn recipes lists them); omitted keys keep the default recipe",
+    )
+    p.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help="new run directory (default: runs/TIME-DATASET); must be absent or empty",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (= train.device)")
+    p.add_argument("--seed", type=int, help="= train.seed")
+    p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+
+def add_eval(commands: Any) -> None:
+    """The ``darnn eval`` command and its options."""
+    p = commands.add_parser(
+        "eval",
+        help="accuracy of a trained run's model",
+        description="Load RUN_DIR's model and print its accuracy.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="another dataset with the same input size (default: the run's)",
+    )
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_eval)
 
 
 # ---------------------------------------------------------------- commands
