@@ -7,25 +7,57 @@ import math
 import torch
 
 from .config import LearningConfig
+from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling, _row_indices
 from .learning import two_phase
 from .network import Network
 
 
-def coupling_symmetry(matrix: torch.Tensor) -> float:
+def coupling_symmetry(matrix: torch.Tensor | Coupling) -> float:
     """(|J_s| - |J_a|) / (|J_s| + |J_a|) with J_s, J_a the (anti)symmetric parts of J.
 
     +1 for a symmetric J, -1 for an antisymmetric one, about 0 for i.i.d. entries.
+    ``matrix`` is a square tensor or a coupling; a CSR coupling is measured from its stored
+    entries and their transpose, in O(nnz) memory and time (never N x N).
     """
-    # |J_s|^2 and |J_a|^2 are (|J|^2 +- <J, J^T>) / 2: accumulated over blocks of rows, so a
-    # large J never needs float64 copies of itself or its transpose.
+    if isinstance(matrix, SparseCoupling):
+        square, cross = _sparse_square_and_cross(matrix)
+    elif isinstance(matrix, IdentityCoupling):  # diagonal: symmetric
+        square = cross = float((matrix.weight.detach().double() ** 2).sum())
+    else:
+        dense = matrix.weight.detach() if isinstance(matrix, DenseCoupling) else matrix
+        square, cross = _dense_square_and_cross(dense)
+    sym, anti = math.sqrt(max(square + cross, 0) / 2), math.sqrt(max(square - cross, 0) / 2)
+    return (sym - anti) / (sym + anti) if sym + anti > 0 else 0.0
+
+
+def _dense_square_and_cross(matrix: torch.Tensor) -> tuple[float, float]:
+    """|J|^2 and <J, J^T>: |J_s|^2 and |J_a|^2 are (|J|^2 +- <J, J^T>) / 2. Accumulated over
+    blocks of rows, so a large J never needs float64 copies of itself or its transpose."""
     square = cross = 0.0
     for start in range(0, matrix.shape[0], 1024):
         rows = matrix[start : start + 1024].double()
         cols = matrix[:, start : start + 1024].T.double()
         square += float((rows * rows).sum())
         cross += float((rows * cols).sum())
-    sym, anti = math.sqrt(max(square + cross, 0) / 2), math.sqrt(max(square - cross, 0) / 2)
-    return (sym - anti) / (sym + anti) if sym + anti > 0 else 0.0
+    return square, cross
+
+
+def _sparse_square_and_cross(coupling: SparseCoupling) -> tuple[float, float]:
+    """|J|^2 and <J, J^T> of a CSR coupling from its (row, col, value) triplets: each entry
+    (i, j) meets the stored (j, i), if any, by a sorted-key lookup. O(nnz log nnz)."""
+    n = coupling.n_out
+    values = coupling.values.detach().to("cpu", torch.float64)
+    if values.numel() == 0:
+        return 0.0, 0.0
+    rows = _row_indices(coupling.crow.to("cpu"))
+    cols = coupling.col.to("cpu").long()
+    keys = rows * n + cols
+    keys, order = torch.sort(keys)
+    values = values[order]
+    transposed = (keys % n) * n + keys // n  # (j, i) for every stored (i, j)
+    where = torch.searchsorted(keys, transposed).clamp_(max=len(keys) - 1)
+    partner = torch.where(keys[where] == transposed, values[where], 0.0)
+    return float((values * values).sum()), float((values * partner).sum())
 
 
 @torch.no_grad()

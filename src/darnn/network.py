@@ -303,9 +303,23 @@ class Recurrent(nn.Module):
         return blocks
 
     def dense_matrix(self) -> Tensor:
-        """The whole chain as one (sum N_l)^2 matrix K, diagonal J_D: h_int = s K^T."""
+        """The whole chain as one (sum N_l)^2 matrix K, diagonal J_D: h_int = s K^T.
+
+        Dense on purpose, for its two callers only: the asynchronous schedule when K is at
+        least a quarter full (a dense K then costs what its non-zeros do) and the theory
+        lab's small dense networks (their memory estimated first). Training, evaluation,
+        diagnostics and checkpoints of CSR couplings never call it. Its size is checked
+        against the available memory before allocating (NetworkTooLargeError).
+        """
         total = sum(self.sizes)
-        ref = self.J[0].to_dense()
+        ref = next(iter(self.J[0].parameters()))  # dtype and device, without densifying
+        need = total * total * ref.element_size()
+        room = available_memory() if ref.device.type == "cpu" else None
+        if room is not None and need > room:
+            raise NetworkTooLargeError(
+                f"the chain's dense {total} x {total} coupling matrix needs {_gib(need)}, but "
+                f"only {_gib(room)} of main memory is available"
+            )
         K = torch.zeros(total, total, dtype=ref.dtype, device=ref.device)
         off = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
         for fed, read, coupling in self.chain_blocks():
@@ -406,6 +420,7 @@ class Network(nn.Module):
                     excitatory_coupling(a, b, lam=c.lambda_backward, fan_in=k, generator=gen)
                 )
         self.recurrent = Recurrent(J, c.j_d, fwd, bwd)
+        self.recurrent.activation = c.activation  # "tanh": darnn.continuous runs the dynamics
         self.w_in = nn.ModuleList(w_in)
         n_last = sizes[-1]
         self.w_out = gaussian_coupling(

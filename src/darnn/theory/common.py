@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..config import check_count, check_finite
 from ..couplings import gaussian_coupling
+from ..network import available_memory
 
 MEMORY_BUDGET = 4 * 2**30  # bytes; every experiment checks its estimate against this first
 MAX_SWEEPS = 100  # sweep budget of every relaxation, unless told otherwise
@@ -51,7 +52,20 @@ def check_sizes(name: str, sizes: Sequence[int], minimum: int = 2) -> None:
 def random_coupling(
     n: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
 ) -> Tensor:
-    """Dense (n, n) fully asymmetric Gaussian J, entries N(0, 1/n), zero diagonal."""
+    """Dense (n, n) fully asymmetric Gaussian J, entries N(0, 1/n), zero diagonal.
+
+    Dense by design (the theory lab studies fully connected J at small N; every experiment
+    checks its own estimate against its memory budget first). As a last guard the draw
+    (float32, its masked copy, the ``dtype`` result) is checked against the memory
+    available before allocating: a huge N is a clear ValueError, not an allocator failure.
+    """
+    item = torch.empty((), dtype=dtype).element_size()
+    need, room = n * n * (8 + item), available_memory()
+    if room is not None and need > room:
+        raise ValueError(
+            f"a dense {n} x {n} coupling needs about {need / 2**30:.2f} GiB, but only "
+            f"{room / 2**30:.2f} GiB of memory is available; use a smaller N"
+        )
     c = gaussian_coupling(n, n, strength=1.0, density=1.0, generator=generator, zero_diagonal=True)
     return c.to_dense().to(dtype)
 
