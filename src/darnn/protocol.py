@@ -85,29 +85,34 @@ def code_readout_(net: Network, r: Tensor) -> Tensor:
     return torch.where(r == -1, off, r * on, out=r)
 
 
-def fields(
-    net: Network, drives: list[Tensor], state: State, t: Tensor, terms: Terms
-) -> tuple[list[Tensor], Tensor]:
-    """Code the readout in place, then the fields (h_l for every module, h_out)."""
-    r = code_readout_(net, state.readout)
-    rec, s, last = net.recurrent, state.modules, len(net.sizes) - 1
-    hidden = []
-    for l, drive in enumerate(drives):
-        h = torch.add(drive, s[l], alpha=rec.j_d_value)
-        rec.J[l].add_field_(s[l], h)
-        if l > 0:
-            rec.forward_couplings[l - 1].add_field_(s[l - 1], h)
-        if l < last and terms.backward:
-            rec.backward_couplings[l].add_field_(s[l + 1], h)
-        if terms.feedback and (l == last or l < net.n_back_skips):
-            h.addmm_(r, (net.w_back if l == last else net.w_back_skip[l]).T)
-        hidden.append(h)
-    h_out = net.readout(s[last])
-    for l, skip in enumerate(net.w_forth_skip):
-        skip.add_field_(s[l], h_out)
-    if terms.label:
-        h_out.add_(t, alpha=net.config.label_strength)
-    return hidden, h_out
+class Fields:
+    """The fields of one batch's dynamics: ``fields(state, terms)`` codes the readout in
+    place, then returns (h_l for every module, h_out)."""
+
+    def __init__(self, net: Network, drives: list[Tensor], t: Tensor) -> None:
+        self.net, self.drives, self.t = net, drives, t
+
+    def __call__(self, state: State, terms: Terms) -> tuple[list[Tensor], Tensor]:
+        code_readout_(self.net, state.readout)
+        net, rec, s, r = self.net, self.net.recurrent, state.modules, state.readout
+        last = len(net.sizes) - 1
+        hidden = []
+        for l, drive in enumerate(self.drives):
+            h = torch.add(drive, s[l], alpha=rec.j_d_value)
+            rec.J[l].add_field_(s[l], h)
+            if l > 0:
+                rec.forward_couplings[l - 1].add_field_(s[l - 1], h)
+            if l < last and terms.backward:
+                rec.backward_couplings[l].add_field_(s[l + 1], h)
+            if terms.feedback and (l == last or l < net.n_back_skips):
+                h.addmm_(r, (net.w_back if l == last else net.w_back_skip[l]).T)
+            hidden.append(h)
+        h_out = net.readout(s[last])
+        for l, skip in enumerate(net.w_forth_skip):
+            skip.add_field_(s[l], h_out)
+        if terms.label:
+            h_out.add_(self.t, alpha=net.config.label_strength)
+        return hidden, h_out
 
 
 def _sign_keep(h: Tensor, current: Tensor, mask: Tensor | None) -> Tensor:
@@ -144,7 +149,8 @@ class _Sweeper:
         rows: Tensor | None,
         global_batch: int,
     ):
-        self.net, self.drives, self.t = net, net.input_drives(x), net.targets(y)
+        self.net, self.t = net, net.targets(y)
+        self.fields = Fields(net, net.input_drives(x), self.t)
         if generator is None and cfg.p_update < 1 and masks is None:
             generator = torch.Generator().manual_seed(0)  # reproducible by default
         self.p, self.generator, self.masks = cfg.p_update, generator, masks
@@ -163,7 +169,7 @@ class _Sweeper:
 
     def run(self, state: State, n: int, terms: Terms) -> None:
         for _ in range(n):
-            hidden, h_out = fields(self.net, self.drives, state, self.t, terms)
+            hidden, h_out = self.fields(state, terms)
             masks = self._next_masks() or [None] * (len(hidden) + 1)
             for l, h in enumerate(hidden):
                 state.modules[l] = _sign_keep(h, state.modules[l], masks[l])
@@ -172,7 +178,7 @@ class _Sweeper:
 
     def stable(self, state: State, terms: Terms) -> Tensor:
         """(B,) no unit would change sign under `terms` (codes the readout, as they do)."""
-        hidden, h_out = fields(self.net, self.drives, state, self.t, terms)
+        hidden, h_out = self.fields(state, terms)
         same = [torch.sign(h).eq(s).all(dim=1) for h, s in zip(hidden, state.modules)]
         same.append(torch.sign(h_out).eq(state.readout).all(dim=1))
         return torch.stack(same).all(dim=0)
@@ -231,10 +237,10 @@ def predict(
     terms = label_free(cfg)
     sweeper.run(state, cfg.warmup_sweeps + cfg.eval_sweeps, terms)
     stable = sweeper.stable(state, terms)
-    hidden, h_out = fields(net, sweeper.drives, state, sweeper.t, terms)
+    hidden, h_out = sweeper.fields(state, terms)
     relaxation = Relaxation(
         states=state.modules,
-        internal=[h - d for h, d in zip(hidden, sweeper.drives)],
+        internal=[h - d for h, d in zip(hidden, sweeper.fields.drives)],
         fields=hidden,
         converged=stable,
         sweeps=torch.full((batch,), sweeper.sweeps, dtype=torch.int64, device=x.device),
@@ -289,8 +295,8 @@ def local_rule(
     unstable mask of the last module and the label-free readout field h_out.
     """
     c, g = net.config, 1.0 / math.sqrt(x.shape[0])
-    drives = net.input_drives(x)
-    h_hidden, h_out = fields(net, drives, state, net.targets(y), label_free(cfg))
+    fields = Fields(net, net.input_drives(x), net.targets(y))
+    h_hidden, h_out = fields(state, label_free(cfg))
     offset = _threshold_offset(net, cfg)
     unstable = state.modules[-1]
     for l, (s, h) in enumerate(zip(state.modules, h_hidden)):
