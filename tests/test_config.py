@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import yaml
 
-from darnn.config import LearningConfig, NetworkConfig, from_dict, shown, to_dict
+from darnn.config import LearningConfig, NetworkConfig, from_dict, short_repr, to_dict
 
 
 @pytest.mark.parametrize(
@@ -54,13 +54,13 @@ def test_from_dict_round_trip_and_errors() -> None:
 
 
 def test_shown_caps_long_values() -> None:
-    assert shown([1, (2,), {"a": 3}]) == repr([1, (2,), {"a": 3}])
+    assert short_repr([1, (2,), {"a": 3}]) == repr([1, (2,), {"a": 3}])
     long = list(range(100_000))
-    text = shown(long)
+    text = short_repr(long)
     assert text == f"{repr(long)[:200]}... ({len(repr(long))} chars)"
     loop: list = []
     loop.append(loop)
-    assert shown(loop) == "[[...]]"
+    assert short_repr(loop) == "[[...]]"
 
 
 def alias_bomb() -> object:

@@ -36,7 +36,7 @@ SHOWN_CHARS = 200
 C = TypeVar("C")
 
 
-def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+def short_repr(value: object, limit: int = SHOWN_CHARS) -> str:
     """``repr(value)`` for an error message, cut to ``limit`` characters.
 
     Long values end in "... (N chars)", so a message never echoes megabytes. A huge nested
@@ -105,7 +105,7 @@ def _repr_length(value: object, cap: int, active: set[int]) -> int:
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(
-            f"{name}={shown(value)} is not valid; accepted values: {', '.join(choices)}"
+            f"{name}={short_repr(value)} is not valid; accepted values: {', '.join(choices)}"
         )
 
 
@@ -118,22 +118,26 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     ok = _is_real(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}={shown(value)} is not valid; it must be a finite number {bound}")
+        raise ValueError(
+            f"{name}={short_repr(value)} is not valid; it must be a finite number {bound}"
+        )
 
 
 def check_density(name: str, value: float) -> None:
     if not (_is_real(value) and 0 < value <= 1):
-        raise ValueError(f"{name}={shown(value)} is not valid; a density must lie in (0, 1]")
+        raise ValueError(f"{name}={short_repr(value)} is not valid; a density must lie in (0, 1]")
 
 
 def check_finite(name: str, value: float) -> None:
     if not (_is_real(value) and math.isfinite(value)):
-        raise ValueError(f"{name}={shown(value)} is not valid; it must be a finite number")
+        raise ValueError(f"{name}={short_repr(value)} is not valid; it must be a finite number")
 
 
 def check_count(name: str, value: int, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}={shown(value)} is not valid; it must be an integer >= {minimum}")
+        raise ValueError(
+            f"{name}={short_repr(value)} is not valid; it must be an integer >= {minimum}"
+        )
 
 
 def _plain_numbers(config: object) -> None:
@@ -195,8 +199,8 @@ class NetworkConfig:
             )
         ):
             raise ValueError(
-                f"hidden={shown(hidden)} is not valid; give one positive integer size (at most "
-                f"{MAX_UNITS}) per hidden module, e.g. (1600,) or (800, 800)"
+                f"hidden={short_repr(hidden)} is not valid; give one positive integer size (at "
+                f"most {MAX_UNITS}) per hidden module, e.g. (1600,) or (800, 800)"
             )
         object.__setattr__(self, "hidden", tuple(operator.index(n) for n in hidden))
         check_finite("j_d", self.j_d)
@@ -217,7 +221,6 @@ class NetworkConfig:
                 f"({min(hidden)} units); use at most {min(hidden)}"
             )
 
-
     def _check_readout_neurons(self) -> None:
         """Options of the authors' protocol: lengths per module, and what needs neurons."""
         check_choice("readout", self.readout, READOUTS)
@@ -230,14 +233,17 @@ class NetworkConfig:
         ):
             values = getattr(self, name)
             if not isinstance(values, (tuple, list)):
-                raise ValueError(f"{name}={shown(values)} is not valid; give a list of numbers")
+                raise ValueError(
+                    f"{name}={short_repr(values)} is not valid; give a list of numbers"
+                )
             object.__setattr__(self, name, tuple(float(v) if _is_real(v) else v for v in values))
             for i, v in enumerate(values):
                 check_positive(f"{name}[{i}]", v, allow_zero=True)
             if values and len(values) != expected:
                 raise ValueError(
-                    f"{name}={shown(list(values))} is not valid for hidden={list(self.hidden)}: "
-                    f"give {what} ({expected} values), or [] to leave it out"
+                    f"{name}={short_repr(list(values))} is not valid for "
+                    f"hidden={list(self.hidden)}: give {what} ({expected} values), or [] to "
+                    "leave it out"
                 )
         if self.w_in_strengths and not self.input_to_all:
             raise ValueError(
@@ -249,7 +255,7 @@ class NetworkConfig:
         for name in ("w_back_skip", "w_forth_skip", "symmetric_w_back"):
             if getattr(self, name):
                 raise ValueError(
-                    f"{name}={shown(getattr(self, name))} needs readout='neurons' (the "
+                    f"{name}={short_repr(getattr(self, name))} needs readout='neurons' (the "
                     "authors' readout layer); with readout='perceptron' leave it at its default"
                 )
 
@@ -321,7 +327,7 @@ class LearningConfig:
             check_positive(name, getattr(self, name), allow_zero=True)
         if not (_is_real(self.p_update) and 0 < self.p_update <= 1):
             raise ValueError(
-                f"p_update={shown(self.p_update)} is not valid; a probability of update must "
+                f"p_update={short_repr(self.p_update)} is not valid; a probability of update must "
                 "lie in (0, 1]"
             )
         if self.double_update and not self.double_dynamics:
@@ -332,7 +338,9 @@ class LearningConfig:
         for name in ("decay_in", "decay_j", "decay_inter", "decay_out", "decay_out_skip"):
             value = getattr(self, name)
             if not (_is_real(value) and 0 <= value < 1):
-                raise ValueError(f"{name}={shown(value)} is not valid; a decay must lie in [0, 1)")
+                raise ValueError(
+                    f"{name}={short_repr(value)} is not valid; a decay must lie in [0, 1)"
+                )
 
 
 def check_compatible(network: NetworkConfig, learning: LearningConfig) -> None:
@@ -347,7 +355,7 @@ def check_compatible(network: NetworkConfig, learning: LearningConfig) -> None:
         for name, used in neurons_only.items():
             if used:
                 raise ValueError(
-                    f"learning.{name}={shown(getattr(learning, name))} needs "
+                    f"learning.{name}={short_repr(getattr(learning, name))} needs "
                     "network.readout=neurons (the authors' protocol); with "
                     "network.readout=perceptron leave it at its default"
                 )
@@ -400,7 +408,7 @@ def from_dict(cls: type[C], values: dict[str, Any], *, section: str = "") -> C:
             )
         if not _type_ok(value, hints[key]):
             raise TypeError(
-                f"config key '{prefix}{key}' has value {shown(value)} of type "
+                f"config key '{prefix}{key}' has value {short_repr(value)} of type "
                 f"{type(value).__name__}; expected {_type_name(hints[key])}"
             )
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -409,7 +417,7 @@ def from_dict(cls: type[C], values: dict[str, Any], *, section: str = "") -> C:
 
 def _key_text(key: object) -> str:
     """A mapping key as the message shows it: a short string as is, anything else cut."""
-    return key if isinstance(key, str) and len(key) <= 80 else shown(key, 80)
+    return key if isinstance(key, str) and len(key) <= 80 else short_repr(key, 80)
 
 
 def _type_name(annotation: Any) -> str:
@@ -446,6 +454,6 @@ __all__ = [
     "check_finite",
     "check_positive",
     "from_dict",
-    "shown",
+    "short_repr",
     "to_dict",
 ]

@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from .config import shown
+from .config import short_repr
 from .errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -15,7 +15,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def check_device_name(name: object) -> None:
     """``cpu``, ``cuda`` or ``cuda:N``; a ValueError names anything else."""
     if not (isinstance(name, str) and re.fullmatch(r"cpu|cuda(:\d+)?", name)):
-        raise ValueError(f"device={shown(name)} is not valid; accepted values: cpu, cuda, cuda:N")
+        raise ValueError(
+            f"device={short_repr(name)} is not valid; accepted values: cpu, cuda, cuda:N"
+        )
 
 
 def resolve_device(name: str) -> torch.device:

@@ -18,7 +18,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .config import NetworkConfig, from_dict, shown, to_dict
+from .config import NetworkConfig, from_dict, short_repr, to_dict
 from .couplings import DenseCoupling, IdentityCoupling, SparseCoupling, check_csr_indices
 from .data import MAX_CLASSES, sha256_file
 from .devices import DTYPES
@@ -138,7 +138,7 @@ def _model_fields(info: dict[str, Any], manifest: Path) -> tuple[NetworkConfig, 
 
     def bad(field: str, value: Any, rule: str) -> RunError:
         return RunError(
-            f"Model description {manifest}: field {field} = {shown(value)} is not valid; it "
+            f"Model description {manifest}: field {field} = {short_repr(value)} is not valid; it "
             f"must be {rule}. The file is corrupt or was edited; use the model.json written "
             "with the weights."
         )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from . import rundir
-from .config import shown
+from .config import short_repr
 from .epoch import EpochCounters, seeded_generators
 from .errors import ConfigError, RunError
 from .modelfiles import check_tensors, load_checkpoint, save_checkpoint
@@ -166,8 +166,8 @@ def check_same_config(out: Path, stored: object, config: RunConfig) -> None:
     if changed:
         now = config.to_dict()
         detail = "; ".join(
-            f"{k}: {shown(stored.get(k.split('.')[0], {}).get(k.split('.')[1]))} -> "
-            f"{shown(now[k.split('.')[0]][k.split('.')[1]])}"
+            f"{k}: {short_repr(stored.get(k.split('.')[0], {}).get(k.split('.')[1]))} -> "
+            f"{short_repr(now[k.split('.')[0]][k.split('.')[1]])}"
             for k in changed[:8]
         )
         raise ConfigError(
@@ -193,12 +193,12 @@ def check_resume_state(
         )
     epoch, batch = state.get("epoch"), state.get("batch")
     if not (isinstance(epoch, int) and epoch >= 0):
-        raise bad(f"epoch={shown(epoch)}")
+        raise bad(f"epoch={short_repr(epoch)}")
     # batch == n_batches: stopped after the epoch's last batch, before its evaluation.
     if not (isinstance(batch, int) and 0 <= batch <= run.n_batches) or state.get("n_batches") != (
         run.n_batches
     ):
-        raise bad(f"batch={shown(batch)} of n_batches={shown(state.get('n_batches'))}")
+        raise bad(f"batch={short_repr(batch)} of n_batches={short_repr(state.get('n_batches'))}")
     if not counters_ok(state.get("counters")):
         raise bad("counters")
     state["counters"]["seen"] = int(state["counters"]["seen"])

@@ -28,7 +28,7 @@ from .config import (
     check_compatible,
     check_count,
     from_dict,
-    shown,
+    short_repr,
     to_dict,
 )
 from .devices import DTYPES, check_device_name
@@ -72,20 +72,23 @@ class DataConfig:
             raise ValueError("name must name a dataset, e.g. fashion-mnist, digits, npz:PATH")
         if self.transform not in (None, *TRANSFORMS):
             raise ValueError(
-                f"transform={shown(self.transform)} is not valid; accepted values: "
+                f"transform={short_repr(self.transform)} is not valid; accepted values: "
                 f"null, {', '.join(TRANSFORMS)}"
             )
         if self.transform_dim is not None and (self.transform is None or self.transform_dim < 1):
             raise ValueError(
-                f"transform_dim={shown(self.transform_dim)} is not valid; it needs a "
+                f"transform_dim={short_repr(self.transform_dim)} is not valid; it needs a "
                 "transform and must be >= 1"
             )
         if self.limit_train is not None and self.limit_train < 1:
-            raise ValueError(f"limit_train={shown(self.limit_train)} is not valid; it must be >= 1")
+            raise ValueError(
+                f"limit_train={short_repr(self.limit_train)} is not valid; it must be >= 1"
+            )
         size = self.val_size
         if (isinstance(size, float) and not 0 <= size < 1) or (isinstance(size, int) and size < 0):
             raise ValueError(
-                f"val_size={shown(size)} is not valid; give a fraction in [0, 1) or a count >= 0"
+                f"val_size={short_repr(size)} is not valid; give a fraction in [0, 1) or a "
+                "count >= 0"
             )
 
 
@@ -108,14 +111,17 @@ class TrainConfig:
         check_loop_params(self.epochs, self.batch_size, self.device, self.dtype, self.threads)
         check_count("eval_batch_size", self.eval_batch_size, minimum=1)
         check_count("probe_size", self.probe_size, minimum=1)
+        check_count("seed", self.seed, minimum=0)
+        if self.seed >= 2**63:  # torch's generators take a signed 64-bit seed
+            raise ValueError(f"seed={self.seed:.3g} is not valid; it must be below 2**63")
         if not (isinstance(self.dist_timeout, (int, float)) and self.dist_timeout > 0):
             raise ValueError(
-                f"dist_timeout={shown(self.dist_timeout)} is not valid; give seconds > 0"
+                f"dist_timeout={short_repr(self.dist_timeout)} is not valid; give seconds > 0"
             )
         every = self.checkpoint_every
         if every != "epoch" and not (isinstance(every, int) and every >= 1):
             raise ValueError(
-                f"checkpoint_every={shown(every)} is not valid; give 'epoch' or a number of "
+                f"checkpoint_every={short_repr(every)} is not valid; give 'epoch' or a number of "
                 "batches >= 1"
             )
 
@@ -210,7 +216,7 @@ def merge_config(
         if not isinstance(keys, dict):
             raise ConfigError(
                 f"config section '{name}' in {origin} must be a mapping of "
-                f"keys to values, got {shown(keys)}"
+                f"keys to values, got {short_repr(keys)}"
             )
         merged[name].update(keys)
     return merged
@@ -240,10 +246,10 @@ def parse_override(item: str) -> dict[str, dict[str, Any]]:
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not name:
         raise ConfigError(
-            f"override {shown(item)} is not of the form section.key=value, e.g. "
+            f"override {short_repr(item)} is not of the form section.key=value, e.g. "
             "train.epochs=3 or network.hidden=[800,800]"
         )
-    return {section: {name: parse_yaml(raw, f"the value of override {shown(item)}")}}
+    return {section: {name: parse_yaml(raw, f"the value of override {short_repr(item)}")}}
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
@@ -270,7 +276,7 @@ def load_run_config(
     if path is not None:
         merged = merge_config(merged, read_config_file(path), f"config file {path}")
     for item in overrides:
-        merged = merge_config(merged, parse_override(item), f"override {shown(item)}")
+        merged = merge_config(merged, parse_override(item), f"override {short_repr(item)}")
     merged = merge_config(merged, settings, "command-line options")
     return RunConfig.from_dict(merged)
 

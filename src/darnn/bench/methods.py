@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from .. import shipped
-from ..config import shown
+from ..config import short_repr
 from ..runconfig import ConfigError, DataConfig, RunConfig, load_run_config
 from .spec import BenchFile, DarnnEntry, MlpEntry, PerceptronEntry, ProbeEntry, read_bench_file
 
@@ -267,7 +267,7 @@ def match_baseline(m: Method, methods: list[Method], where: str) -> Method:
     if target is None or target.config is None:
         darnn_names = [t.name for t in methods if t.kind == "darnn"]
         raise ConfigError(
-            f"{where}: method {m.name!r} has {key}={shown(ref)}, which is not a darnn "
+            f"{where}: method {m.name!r} has {key}={short_repr(ref)}, which is not a darnn "
             f"method of this file; choose one of: {', '.join(darnn_names)}"
         )
     if m.kind == "probe":
@@ -354,7 +354,7 @@ class DarnnMethods:
         self.recipe = ctx.configs_dir / entry.recipe
         if not self.recipe.is_file():
             raise ConfigError(
-                f"{self.where}: recipe={shown(entry.recipe)} must name a recipe file in "
+                f"{self.where}: recipe={short_repr(entry.recipe)} must name a recipe file in "
                 f"{ctx.configs_dir} (e.g. recipe: default.yaml)"
             )
         self.settings: dict[str, dict[str, Any]] = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..baselines import ACTIVATIONS
-from ..config import check_choice, check_count, check_positive, from_dict, shown
+from ..config import check_choice, check_count, check_positive, from_dict, short_repr
 from ..probe import REPRESENTATIONS
 from ..runconfig import ConfigError, read_config_file
 
@@ -97,7 +97,9 @@ class DarnnEntry:
         if self.variant in ("random_features", "reservoir") and self.lambdas is not None:
             raise ValueError(f"'lambdas' cannot go with variant: {self.variant}")
         if self.lambdas is not None and not (self.lambdas and min(self.lambdas) >= 0):
-            raise ValueError(f"lambdas={shown(list(self.lambdas))} must be a list of numbers >= 0")
+            raise ValueError(
+                f"lambdas={short_repr(list(self.lambdas))} must be a list of numbers >= 0"
+            )
         check_optional_counts(self, {"hidden": 2})
 
 
@@ -169,7 +171,7 @@ def check_widths(widths: tuple[int, ...] | None) -> None:
     if widths is None:
         return
     if not widths or len(set(widths)) != len(widths):
-        raise ValueError(f"widths={shown(list(widths))} must be a list of distinct widths")
+        raise ValueError(f"widths={short_repr(list(widths))} must be a list of distinct widths")
     for i, w in enumerate(widths):
         check_count(f"widths[{i}]", w, minimum=1)
 
@@ -210,6 +212,7 @@ def read_entry(name: str, entry: Any) -> DarnnEntry | MlpEntry | PerceptronEntry
 def _mapping(value: Any, section: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(
-            f"config section '{section}' must be a mapping of keys to values, got {shown(value)}"
+            f"config section '{section}' must be a mapping of keys to values, got "
+            f"{short_repr(value)}"
         )
     return value

@@ -136,12 +136,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         settings=settings,
         command=["darnn", *argv],
     )
-    shown = shown_url(spec.storage)
+    storage_text = shown_url(spec.storage)
     result = run_sweep(
         spec,
         args.workers,
         on_start=lambda: say(
-            f"study '{spec.study}' in {shown}: {spec.trials} trials, {args.workers} local "
+            f"study '{spec.study}' in {storage_text}: {spec.trials} trials, {args.workers} local "
             f"worker(s); trial runs under {spec.out_dir}/trials"
         ),
     )
@@ -155,7 +155,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"run directory {best.user_attrs.get(RUN_DIR, '-')}"
         )
     say(
-        f"table and plots: darnn sweep summary --storage {shlex.quote(shown)} --study "
+        f"table and plots: darnn sweep summary --storage {shlex.quote(storage_text)} --study "
         f"{shlex.quote(spec.study)}"
     )
     for failure in result.worker_failures:
