@@ -252,3 +252,29 @@ def test_estimator_runs_the_protocol() -> None:
     assert np.array_equal(again.decision_function(X[1000:]), clf.decision_function(X[1000:]))
     with pytest.raises(ValueError, match="p_update"):
         DARNClassifier(p_update=0.5).fit(X[:50], y[:50])
+
+
+def test_readout_neurons_in_a_three_module_chain(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Skips into and out of every non-last module of a deeper chain: trained through the
+    CLI, the readout skips learn and the feedback skips stay fixed."""
+    from cli_helpers import run_main
+
+    out = tmp_path / "three"
+    code, _, err = run_main(
+        capsys, "train", "--config", "configs/authors/lambda_advantage.yaml", "--out", str(out),
+        "--quiet", "data.name=digits", "data.limit_train=600", "network.hidden=[24,24,24]",
+        "network.w_in_strengths=[5,5,5]", "network.w_back_skip=[0.9,0.9]",
+        "network.w_forth_skip=[1,1]", "learning.warmup_sweeps=3", "train.epochs=3",
+    )  # fmt: skip
+    assert code == 0, err
+    from darnn.modelfiles import load_model
+
+    net = load_model(out / "model")
+    assert len(net.w_back_skip) == 2 and len(net.w_forth_skip) == 2
+    fresh = Network(net.config, net.n_features, net.n_classes, seed=0)
+    for trained, initial in zip(net.w_forth_skip, fresh.w_forth_skip):
+        assert not torch.equal(trained.weight, initial.weight)  # the skips learned
+    for trained, initial in zip(net.w_back_skip, fresh.w_back_skip):
+        assert torch.equal(trained, initial)  # the feedback skips never change
