@@ -7,14 +7,8 @@ import torch
 
 from darnn.config import NetworkConfig
 from darnn.couplings import DenseCoupling, IdentityCoupling, SparseCoupling, convert
-from darnn.network import (
-    Network,
-    NetworkTooLargeError,
-    Recurrent,
-    available_memory,
-    check_memory,
-    estimate_bytes,
-)
+from darnn.memory import NetworkTooLargeError, available_memory, check_memory, estimate_bytes
+from darnn.network import Network, Recurrent
 
 
 def test_same_seed_same_weights_any_format() -> None:
@@ -135,15 +129,15 @@ def test_too_large_network_is_refused_before_allocating() -> None:
 
 
 def test_memory_check_compares_with_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    import darnn.network as network
+    import darnn.memory as memory
 
     room = available_memory()
     assert room is None or room > 0
     cfg = NetworkConfig(hidden=(100,))
-    monkeypatch.setattr(network, "available_memory", lambda: 1000)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000)
     with pytest.raises(NetworkTooLargeError, match=r"only 9\.31e-07 GiB \(1000 bytes\)"):
         Network(cfg, 10, 2)
-    monkeypatch.setattr(network, "available_memory", lambda: None)  # unknown: no refusal
+    monkeypatch.setattr(memory, "available_memory", lambda: None)  # unknown: no refusal
     assert check_memory(cfg, 10, 2) == estimate_bytes(cfg, 10, 2)[1]
 
 

@@ -18,7 +18,7 @@ import torch
 from darnn import Network, NetworkConfig
 from darnn.couplings import DenseCoupling, IdentityCoupling, convert, gaussian_coupling
 from darnn.diagnostics import coupling_symmetry
-from darnn.network import NetworkTooLargeError
+from darnn.memory import NetworkTooLargeError
 from darnn.theory.common import random_coupling
 
 N = 30_000  # a dense float32 N x N is 3.6 GB: more than the cap below

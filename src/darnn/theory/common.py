@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..config import check_count, check_finite
 from ..couplings import gaussian_coupling
-from ..network import available_memory
+from ..memory import available_memory
 
 MEMORY_BUDGET = 4 * 2**30  # bytes; every experiment checks its estimate against this first
 MAX_SWEEPS = 100  # sweep budget of every relaxation, unless told otherwise
