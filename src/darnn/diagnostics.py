@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from . import protocol
 from .config import LearningConfig
 from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling, _row_indices
 from .learning import two_phase
@@ -70,7 +71,10 @@ def field_components(
     feedback W_back label the clamped phase added to the last module.
     """
     # A private generator: measuring must not advance the training's random streams.
-    drives, free = two_phase(net, x, y, cfg, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    if net.config.readout == "neurons":
+        return _protocol_components(net, x, y, cfg, generator)
+    drives, free = two_phase(net, x, y, cfg, generator)
     parts: list[dict[str, torch.Tensor]] = []
     for l in range(net.recurrent.n_layers):
         layer = {"internal": free.internal[l], "input": drives[l]}
@@ -78,6 +82,23 @@ def field_components(
             layer["label"] = net.label_field(y)
         parts.append(layer)
     return parts, free.states
+
+
+def _protocol_components(
+    net: Network, x: torch.Tensor, y: torch.Tensor, cfg: LearningConfig, generator: torch.Generator
+) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor]]:
+    """`field_components` for readout neurons: at the end of the protocol's training
+    dynamics, the label-free fields split into internal and input parts, and the feedback
+    W_back e(r) the clamped readout sends to the last module."""
+    final = protocol.relax_training(net, x, y, cfg, generator).final
+    feedback = final.readout @ net.w_back.T  # the readout is held coded: e(r)
+    drives = net.input_drives(x)
+    hidden, _ = protocol.Fields(net, drives, net.targets(y))(
+        final.clone(), protocol.label_free(cfg)
+    )
+    parts = [{"internal": h - d, "input": d} for h, d in zip(hidden, drives)]
+    parts[-1]["label"] = feedback
+    return parts, final.modules
 
 
 def field_summary(
