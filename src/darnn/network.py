@@ -185,6 +185,45 @@ class Recurrent(nn.Module):
         return K
 
 
+def inter_couplings(
+    c: NetworkConfig, gen: torch.Generator
+) -> tuple[list[Coupling], list[Coupling]]:
+    """The forward (l-1 -> l) and backward (l+1 -> l) couplings between consecutive modules."""
+    sizes = c.hidden
+    fwd: list[Coupling] = []
+    bwd: list[Coupling] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        if c.inter == "identity":
+            if a != b:
+                raise ValueError(
+                    f"inter='identity' needs equal module sizes, got hidden={sizes}; "
+                    "use inter='sparse' for modules of different sizes"
+                )
+            fwd.append(IdentityCoupling(torch.full((b,), c.lambda_forward)))
+            bwd.append(IdentityCoupling(torch.full((a,), c.lambda_backward)))
+        elif c.inter == "gaussian":
+            # Dense random couplings (the authors' fc_left/fc_right), diagonal left out.
+            for out, n_out, n_in, lam in (
+                (fwd, b, a, c.lambda_forward),
+                (bwd, a, b, c.lambda_backward),
+            ):
+                out.append(
+                    gaussian_coupling(
+                        n_out,
+                        n_in,
+                        strength=lam,
+                        density=1.0,
+                        generator=gen,
+                        zero_diagonal=n_out == n_in,
+                    )
+                )
+        else:
+            k = c.inter_fan_in
+            fwd.append(excitatory_coupling(b, a, lam=c.lambda_forward, fan_in=k, generator=gen))
+            bwd.append(excitatory_coupling(a, b, lam=c.lambda_backward, fan_in=k, generator=gen))
+    return fwd, bwd
+
+
 class Network(nn.Module):
     """Input -> hidden chain -> readout, with fixed random label feedback.
 
@@ -243,39 +282,7 @@ class Network(nn.Module):
             )
             for n in sizes
         ]
-        fwd: list[Coupling] = []
-        bwd: list[Coupling] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            if c.inter == "identity":
-                if a != b:
-                    raise ValueError(
-                        f"inter='identity' needs equal module sizes, got hidden={sizes}; "
-                        "use inter='sparse' for modules of different sizes"
-                    )
-                fwd.append(IdentityCoupling(torch.full((b,), c.lambda_forward)))
-                bwd.append(IdentityCoupling(torch.full((a,), c.lambda_backward)))
-            elif c.inter == "gaussian":
-                # Dense random couplings (the authors' fc_left/fc_right), diagonal left out.
-                for out, n_out, n_in, lam in (
-                    (fwd, b, a, c.lambda_forward),
-                    (bwd, a, b, c.lambda_backward),
-                ):
-                    out.append(
-                        gaussian_coupling(
-                            n_out,
-                            n_in,
-                            strength=lam,
-                            density=1.0,
-                            generator=gen,
-                            zero_diagonal=n_out == n_in,
-                        )
-                    )
-            else:
-                k = c.inter_fan_in
-                fwd.append(excitatory_coupling(b, a, lam=c.lambda_forward, fan_in=k, generator=gen))
-                bwd.append(
-                    excitatory_coupling(a, b, lam=c.lambda_backward, fan_in=k, generator=gen)
-                )
+        fwd, bwd = inter_couplings(c, gen)
         self.recurrent = Recurrent(J, c.j_d, fwd, bwd)
         self.recurrent.activation = c.activation  # "tanh": darnn.continuous runs the dynamics
         self.w_in = nn.ModuleList(w_in)
@@ -287,6 +294,14 @@ class Network(nn.Module):
         self.register_buffer("w_back", back_draw * (c.w_back_strength / math.sqrt(n_classes)))
         off, on = label_code(c.label_encoding, n_classes)
         self.register_buffer("label_code", torch.tensor([off, on]))
+        self._draw_skips(gen)
+        if c.symmetric_w_back:
+            self.tie_w_back()
+        self.to(device=device, dtype=dtype)
+
+    def _draw_skips(self, gen: torch.Generator) -> None:
+        """The learned module -> readout and fixed readout -> module skips."""
+        c, n_classes, n_last = self.config, self.n_classes, self.config.hidden[-1]
         # Skips of the authors' protocol. As in their code, a skip starts from the draw of the
         # coupling it parallels (W_out, W_back) rescaled to its own strength; a module of
         # another size gets a draw of its own. Drawn last: other weights do not move.
@@ -295,15 +310,12 @@ class Network(nn.Module):
                 _skip_draw(self.w_out.weight.T, n, c.w_out_strength / math.sqrt(n_last), gen).T
                 * (strength / math.sqrt(n))
             )
-            for n, strength in zip(sizes, c.w_forth_skip)
+            for n, strength in zip(c.hidden, c.w_forth_skip)
         )
         self.n_back_skips = len(c.w_back_skip)
-        for l, (n, strength) in enumerate(zip(sizes, c.w_back_skip)):
+        for l, (n, strength) in enumerate(zip(c.hidden, c.w_back_skip)):
             draw = _skip_draw(self.w_back, n, c.w_back_strength / math.sqrt(n_classes), gen)
             self.register_buffer(f"w_back_skip_{l}", draw * (strength / math.sqrt(n_classes)))
-        if c.symmetric_w_back:
-            self.tie_w_back()
-        self.to(device=device, dtype=dtype)
 
     # ----- the authors' protocol (readout neurons) ---------------------------------
     @property
