@@ -24,6 +24,11 @@ READOUTS = ("perceptron", "neurons")
 SPARSE_FORMATS = ("auto", "dense", "csr")
 MARGIN_CONVENTIONS = ("total", "offdiag", "offdiag_lambda")
 READOUT_STATES = ("free", "eval")
+# Unit activations (docs/model.md#continuous-units) and learning rules
+# (docs/model.md#contrastive-rules); the first of each is the default.
+ACTIVATIONS = ("sign", "tanh")
+LEARNING_RULES = ("dynamical", "contrastive_difference", "contrastive_hebbian")
+TANH_RULES = ("delta", "truncated")
 
 # Samples relaxed at once when evaluating (memory ~ this times the widest module); one
 # rule for `darnn train`, `darnn eval` and the estimator (TrainConfig.eval_batch_size).
@@ -186,6 +191,9 @@ class NetworkConfig:
     w_back_skip: tuple[float, ...] = ()  # fixed readout -> module l, one per non-last module
     w_forth_skip: tuple[float, ...] = ()  # learned module l -> readout, one per non-last module
     symmetric_w_back: bool = False  # W_back (and its skips) re-tied to the readout's transpose
+    # Hidden units: +-1 spins s = sign(h), or continuous s = tanh(h) in [-1, 1]
+    # (docs/model.md#continuous-units).
+    activation: str = "sign"
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
@@ -215,6 +223,12 @@ class NetworkConfig:
         check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
         check_count("inter_fan_in", self.inter_fan_in, minimum=1)
         self._check_readout_neurons()
+        check_choice("activation", self.activation, ACTIVATIONS)
+        if self.activation == "tanh" and self.readout == "neurons":
+            raise ValueError(
+                "network.activation=tanh cannot be used with network.readout=neurons: the "
+                "authors' readout-neuron protocol needs binary (+-1) units"
+            )
         if self.inter == "sparse" and len(hidden) > 1 and self.inter_fan_in > min(hidden):
             raise ValueError(
                 f"inter_fan_in={self.inter_fan_in} exceeds the smallest hidden module "
@@ -312,12 +326,22 @@ class LearningConfig:
     inference_backward: bool = True  # label-free sweeps keep the backward couplings (mode 4)
     lr_out_skip: float = 0.0  # rate of the learned module -> readout skips
     decay_out_skip: float = 0.0
+    # Learning rule (docs/model.md#contrastive-rules): the paper's dynamical rule, or one of
+    # two contrastive rules that compare a free and a clamped relaxation.
+    rule: str = "dynamical"
+    # Continuous units (network.activation=tanh; docs/model.md#continuous-units): J's rule,
+    # the delta rule or the truncated perceptron rule, and its per-unit tolerance.
+    tanh_rule: str = "delta"
+    tanh_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("margin_convention", self.margin_convention, MARGIN_CONVENTIONS)
         check_choice("readout_state", self.readout_state, READOUT_STATES)
+        check_choice("rule", self.rule, LEARNING_RULES)
+        check_choice("tanh_rule", self.tanh_rule, TANH_RULES)
+        check_positive("tanh_tolerance", self.tanh_tolerance, allow_zero=True)
         check_count("warmup_sweeps", self.warmup_sweeps, minimum=0)
         for name in ("clamped_sweeps", "free_sweeps", "eval_sweeps"):
             check_count(name, getattr(self, name), minimum=0)
@@ -345,6 +369,7 @@ class LearningConfig:
 
 def check_compatible(network: NetworkConfig, learning: LearningConfig) -> None:
     """Refuse learning options that the network cannot run (messages name both keys)."""
+    _check_rule(network, learning)
     if network.readout != "neurons":
         neurons_only = {
             "p_update": learning.p_update != 1.0,
@@ -369,6 +394,45 @@ def check_compatible(network: NetworkConfig, learning: LearningConfig) -> None:
         raise ValueError(
             "learning.readout_state=eval cannot be used with network.readout=neurons: the "
             "readout neurons learn from their own clamped state"
+        )
+
+
+def _check_rule(network: NetworkConfig, learning: LearningConfig) -> None:
+    """Combinations of learning.rule and network.activation that cannot run."""
+    defaults = LearningConfig()
+    if network.activation == "tanh":
+        if learning.schedule == "asynchronous":
+            raise ValueError(
+                "learning.schedule=asynchronous cannot run network.activation=tanh: the "
+                "asynchronous schedule flips binary units one at a time; use synchronous or "
+                "sequential"
+            )
+    else:
+        for name in ("tanh_rule", "tanh_tolerance"):
+            if getattr(learning, name) != getattr(defaults, name):
+                raise ValueError(
+                    f"learning.{name}={short_repr(getattr(learning, name))} needs "
+                    "network.activation=tanh (continuous units); with network.activation=sign "
+                    "leave it at its default"
+                )
+    if learning.rule == "dynamical":
+        return
+    if learning.clamped_sweeps == 0:
+        raise ValueError(
+            f"learning.rule={learning.rule} needs learning.clamped_sweeps >= 1: a contrastive "
+            "rule compares the free state with the clamped one, and with 0 clamped sweeps "
+            "there is no clamped state"
+        )
+    if network.readout == "neurons":
+        raise ValueError(
+            f"learning.rule={learning.rule} cannot be used with network.readout=neurons: the "
+            "authors' readout-neuron protocol has its own step; use network.readout=perceptron"
+        )
+    if learning.readout_state != "free":
+        raise ValueError(
+            f"learning.readout_state={learning.readout_state} cannot be used with "
+            f"learning.rule={learning.rule}: the contrastive rules' readout learns from the "
+            "free and clamped states; leave learning.readout_state at free"
         )
 
 
@@ -435,9 +499,11 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "ACTIVATIONS",
     "EVAL_BATCH_SIZE",
     "INTER_KINDS",
     "LABEL_ENCODINGS",
+    "LEARNING_RULES",
     "MARGIN_CONVENTIONS",
     "MAX_UNITS",
     "READOUTS",
@@ -445,6 +511,7 @@ __all__ = [
     "SCHEDULES",
     "SHOWN_CHARS",
     "SPARSE_FORMATS",
+    "TANH_RULES",
     "LearningConfig",
     "NetworkConfig",
     "check_choice",

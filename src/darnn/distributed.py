@@ -154,6 +154,14 @@ def learning_step(
     rows = rows.clamp_(max=batch - 1)
     if net.config.readout == "neurons":
         return _protocol_step(ranks, net, x, y, cfg, generator, rows)
+    if cfg.rule != "dynamical":  # both phases' states and free fields, gathered
+        from . import contrastive
+
+        mine = contrastive.relax_phases(net, x[rows], y[rows], cfg, generator)
+        parts = _gather_rows(ranks, mine.parts(), batch)
+        return contrastive.learn(
+            net, x, y, contrastive.Phases.from_parts(parts, len(net.sizes)), cfg
+        )
     drives, free = two_phase(net, x[rows], y[rows], cfg, generator)
     readout_in = label_free_state(net, drives, cfg, generator)
     extra = [] if readout_in is None else [readout_in]

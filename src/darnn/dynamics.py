@@ -171,7 +171,15 @@ def relax(
         then not recomputed: consecutive phases share them).
     schedule: "synchronous", "sequential" or "asynchronous" (see `make_sweep`).
     None of the given tensors is modified.
+    Tanh units (network.activation=tanh) run `darnn.continuous.relax_continuous` instead.
     """
+    if getattr(net, "activation", "sign") == "tanh":
+        from .continuous import relax_continuous
+
+        return relax_continuous(
+            net, external, states, max_sweeps=max_sweeps, schedule=schedule,
+            internal=internal, trace=trace,
+        )  # fmt: skip
     _check_schedule(schedule)
     if max_sweeps < 0:
         raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")

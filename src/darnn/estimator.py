@@ -52,6 +52,7 @@ NETWORK_PARAMS = (
     "w_back_skip",
     "w_forth_skip",
     "symmetric_w_back",
+    "activation",
 )
 LEARNING_PARAMS = (
     "schedule",
@@ -80,6 +81,9 @@ LEARNING_PARAMS = (
     "inference_backward",
     "lr_out_skip",
     "decay_out_skip",
+    "rule",
+    "tanh_rule",
+    "tanh_tolerance",
 )
 _NETWORK, _LEARNING, _TRAIN = DEFAULT_RECIPE.network, DEFAULT_RECIPE.learning, DEFAULT_RECIPE.train
 
@@ -138,6 +142,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         w_back_skip: tuple[float, ...] = _NETWORK.w_back_skip,
         w_forth_skip: tuple[float, ...] = _NETWORK.w_forth_skip,
         symmetric_w_back: bool = _NETWORK.symmetric_w_back,
+        activation: str = _NETWORK.activation,
         schedule: str = _LEARNING.schedule,
         warmup_sweeps: int = _LEARNING.warmup_sweeps,
         clamped_sweeps: int = _LEARNING.clamped_sweeps,
@@ -164,6 +169,9 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         inference_backward: bool = _LEARNING.inference_backward,
         lr_out_skip: float = _LEARNING.lr_out_skip,
         decay_out_skip: float = _LEARNING.decay_out_skip,
+        rule: str = _LEARNING.rule,
+        tanh_rule: str = _LEARNING.tanh_rule,
+        tanh_tolerance: float = _LEARNING.tanh_tolerance,
         n_epochs: int = _TRAIN.epochs,
         batch_size: int = _TRAIN.batch_size,
         random_state: int | np.random.RandomState | None = _TRAIN.seed,
@@ -192,6 +200,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.w_back_skip = w_back_skip
         self.w_forth_skip = w_forth_skip
         self.symmetric_w_back = symmetric_w_back
+        self.activation = activation
         self.schedule = schedule
         self.warmup_sweeps = warmup_sweeps
         self.clamped_sweeps = clamped_sweeps
@@ -218,6 +227,9 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.inference_backward = inference_backward
         self.lr_out_skip = lr_out_skip
         self.decay_out_skip = decay_out_skip
+        self.rule = rule
+        self.tanh_rule = tanh_rule
+        self.tanh_tolerance = tanh_tolerance
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.random_state = random_state

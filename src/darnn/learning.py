@@ -18,6 +18,7 @@ from torch import Tensor
 
 from . import protocol
 from .config import EVAL_BATCH_SIZE, LearningConfig
+from .continuous import j_post
 from .couplings import batch_minor
 from .dynamics import Relaxation, chunk_size, relax
 from .network import Network
@@ -89,6 +90,8 @@ def _local_rule(
         if l < len(net.w_in):
             post = post_j if same_margin else _at_most(stability, cfg.kappa_in + offset).mul_(s)
             update(net.w_in[l], post, x, cfg.lr_in, cfg.decay_in, net.n_features * c.w_in_density)
+        if c.activation == "tanh":  # J's own rule for continuous units (darnn.continuous)
+            post_j = j_post(s, h, cfg.kappa_j + offset, cfg.tanh_rule, cfg.tanh_tolerance)
         update(rec.J[l], post_j, s, cfg.lr_j, cfg.decay_j, s.shape[1] * c.j_density)
         unstable_j = mask_j
         if cfg.learn_inter and l > 0:
@@ -156,6 +159,10 @@ def learning_step(
     protocol instead (`darnn.protocol`)."""
     if net.config.readout == "neurons":
         return protocol_step(net, x, y, cfg, generator)
+    if cfg.rule != "dynamical":  # free vs clamped relaxations (docs/model.md#contrastive-rules)
+        from .contrastive import contrastive_step
+
+        return contrastive_step(net, x, y, cfg, generator)
     x = batch_minor(x)  # one copy here saves one in the input product and one in its update
     drives, free = two_phase(net, x, y, cfg, generator)
     readout_in = label_free_state(net, drives, cfg, generator)
