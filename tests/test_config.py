@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import yaml
 
-from darnn.config import LearningConfig, NetworkConfig, from_dict, short_repr, to_dict
+from darnn.checks import short_repr
+from darnn.config import LearningConfig, NetworkConfig, from_dict, to_dict
 
 
 @pytest.mark.parametrize(

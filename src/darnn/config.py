@@ -9,13 +9,22 @@ names the field and the accepted values.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import operator
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from .checks import (
+    check_choice,
+    check_count,
+    check_density,
+    check_finite,
+    check_positive,
+    is_real,
+    short_repr,
+)
 
 SCHEDULES = ("synchronous", "sequential", "asynchronous")
 INTER_KINDS = ("identity", "sparse", "gaussian")
@@ -35,114 +44,7 @@ TANH_RULES = ("delta", "truncated")
 EVAL_BATCH_SIZE = 1000
 # Largest hidden module: sparse column indices are int32, and no machine holds more.
 MAX_UNITS = 2**31 - 1
-# Longest repr an error message echoes (a YAML alias bomb can expand to megabytes).
-SHOWN_CHARS = 200
-
 C = TypeVar("C")
-
-
-def short_repr(value: object, limit: int = SHOWN_CHARS) -> str:
-    """``repr(value)`` for an error message, cut to ``limit`` characters.
-
-    Long values end in "... (N chars)", so a message never echoes megabytes. A huge nested
-    container (a YAML alias bomb) is never rendered in full: its repr is built piece by
-    piece and abandoned once past the limit, and its length counted up to 10^6.
-    """
-    text = _bounded_repr(value, limit + 1, set())
-    if len(text) <= limit:
-        return text
-    total = _repr_length(value, _COUNT_CAP, set())
-    size = f"{total} chars" if total <= _COUNT_CAP else f"over {_COUNT_CAP} chars"
-    return f"{text[:limit]}... ({size})"
-
-
-_COUNT_CAP = 10**6
-_CONTAINERS = (list, tuple, set, frozenset, dict)
-
-
-def _bounded_repr(value: object, limit: int, active: set[int]) -> str:
-    """repr(value), or a prefix of it at least ``limit`` long, without building all of it."""
-    if not isinstance(value, _CONTAINERS) or len(value) == 0:
-        return repr(value)
-    if id(value) in active:  # a self-referencing structure, as repr writes it
-        return "[...]" if isinstance(value, list) else "{...}"
-    active.add(id(value))
-    if isinstance(value, dict):
-        items = (
-            f"{_bounded_repr(k, limit, active)}: {_bounded_repr(v, limit, active)}"
-            for k, v in value.items()
-        )
-        open_, close = "{", "}"
-    else:
-        items = (_bounded_repr(v, limit, active) for v in value)
-        open_, close = {list: ("[", "]"), tuple: ("(", ")")}.get(type(value), ("{", "}"))
-    parts, length = [], 1
-    for item in items:
-        parts.append(item)
-        length += len(item) + 2
-        if length > limit:
-            break
-    else:
-        open_ += ", ".join(parts) + ("," if isinstance(value, tuple) and len(value) == 1 else "")
-        parts = []
-    active.discard(id(value))
-    return open_ + ", ".join(parts) if parts else open_ + close
-
-
-def _repr_length(value: object, cap: int, active: set[int]) -> int:
-    """len(repr(value)) without building it; stops counting once past ``cap``."""
-    if not isinstance(value, _CONTAINERS) or len(value) == 0:
-        return len(repr(value))
-    if id(value) in active:
-        return 5
-    active.add(id(value))
-    total = 2 + 2 * (len(value) - 1) + int(isinstance(value, tuple) and len(value) == 1)
-    members = value.items() if isinstance(value, dict) else ((v,) for v in value)
-    for member in members:
-        total += sum(_repr_length(v, cap, active) for v in member)
-        total += 2 * (len(member) - 1)  # ": " between a key and its value
-        if total > cap:
-            break
-    active.discard(id(value))
-    return total
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(
-            f"{name}={short_repr(value)} is not valid; accepted values: {', '.join(choices)}"
-        )
-
-
-def _is_real(value: object) -> bool:
-    # numbers.Real covers numpy floats and integers; bool is excluded by the callers' rules.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = _is_real(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(
-            f"{name}={short_repr(value)} is not valid; it must be a finite number {bound}"
-        )
-
-
-def check_density(name: str, value: float) -> None:
-    if not (_is_real(value) and 0 < value <= 1):
-        raise ValueError(f"{name}={short_repr(value)} is not valid; a density must lie in (0, 1]")
-
-
-def check_finite(name: str, value: float) -> None:
-    if not (_is_real(value) and math.isfinite(value)):
-        raise ValueError(f"{name}={short_repr(value)} is not valid; it must be a finite number")
-
-
-def check_count(name: str, value: int, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"{name}={short_repr(value)} is not valid; it must be an integer >= {minimum}"
-        )
 
 
 def _plain_numbers(config: object) -> None:
@@ -250,7 +152,7 @@ class NetworkConfig:
                 raise ValueError(
                     f"{name}={short_repr(values)} is not valid; give a list of numbers"
                 )
-            object.__setattr__(self, name, tuple(float(v) if _is_real(v) else v for v in values))
+            object.__setattr__(self, name, tuple(float(v) if is_real(v) else v for v in values))
             for i, v in enumerate(values):
                 check_positive(f"{name}[{i}]", v, allow_zero=True)
             if values and len(values) != expected:
@@ -349,7 +251,7 @@ class LearningConfig:
             check_finite(name, getattr(self, name))
         for name in ("lr_in", "lr_j", "lr_inter", "lr_out", "lr_out_skip"):
             check_positive(name, getattr(self, name), allow_zero=True)
-        if not (_is_real(self.p_update) and 0 < self.p_update <= 1):
+        if not (is_real(self.p_update) and 0 < self.p_update <= 1):
             raise ValueError(
                 f"p_update={short_repr(self.p_update)} is not valid; a probability of update must "
                 "lie in (0, 1]"
@@ -361,7 +263,7 @@ class LearningConfig:
             )
         for name in ("decay_in", "decay_j", "decay_inter", "decay_out", "decay_out_skip"):
             value = getattr(self, name)
-            if not (_is_real(value) and 0 <= value < 1):
+            if not (is_real(value) and 0 <= value < 1):
                 raise ValueError(
                     f"{name}={short_repr(value)} is not valid; a decay must lie in [0, 1)"
                 )
@@ -509,18 +411,11 @@ __all__ = [
     "READOUTS",
     "READOUT_STATES",
     "SCHEDULES",
-    "SHOWN_CHARS",
     "SPARSE_FORMATS",
     "TANH_RULES",
     "LearningConfig",
     "NetworkConfig",
-    "check_choice",
     "check_compatible",
-    "check_count",
-    "check_density",
-    "check_finite",
-    "check_positive",
     "from_dict",
-    "short_repr",
     "to_dict",
 ]

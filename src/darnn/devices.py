@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from .config import short_repr
+from .checks import short_repr
 from .errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -18,7 +18,8 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .config import NetworkConfig, from_dict, short_repr, to_dict
+from .checks import short_repr
+from .config import NetworkConfig, from_dict, to_dict
 from .couplings import DenseCoupling, IdentityCoupling, SparseCoupling, check_csr_indices
 from .data import MAX_CLASSES, sha256_file
 from .devices import DTYPES

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from . import rundir
-from .config import short_repr
+from .checks import short_repr
 from .epoch import EpochCounters, seeded_generators
 from .errors import ConfigError, RunError
 from .modelfiles import check_tensors, load_checkpoint, save_checkpoint

@@ -20,15 +20,13 @@ from typing import Any
 
 import yaml
 
+from .checks import check_choice, check_count, short_repr
 from .config import (
     EVAL_BATCH_SIZE,
     LearningConfig,
     NetworkConfig,
-    check_choice,
     check_compatible,
-    check_count,
     from_dict,
-    short_repr,
     to_dict,
 )
 from .devices import DTYPES, check_device_name
@@ -66,6 +64,11 @@ class DataConfig:
     transform: str | None = None
     transform_dim: int | None = None  # projection size (default 100 entangled, D binarised)
     transform_seed: int = 0  # seed of the fixed Gaussian projection
+    # Feature preprocessing after the splits, in this order (docs/model.md#feature-sets):
+    per_class: int | None = None  # keep at most this many training samples per class
+    standardize: bool = False  # centre and scale by the training split's mean and std
+    projection_dim: int | None = None  # Gaussian projection to this many features
+    sign: bool = False  # sign of the (projected) features
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -79,6 +82,17 @@ class DataConfig:
             raise ValueError(
                 f"transform_dim={short_repr(self.transform_dim)} is not valid; it needs a "
                 "transform and must be >= 1"
+            )
+        for key in ("per_class", "projection_dim"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(
+                    f"{key}={short_repr(value)} is not valid; it must be an integer >= 1 (or null)"
+                )
+        if self.transform is not None and (self.projection_dim is not None or self.sign):
+            raise ValueError(
+                f"transform={self.transform} already projects and takes the sign; use either "
+                "transform or projection_dim/sign"
             )
         if self.limit_train is not None and self.limit_train < 1:
             raise ValueError(

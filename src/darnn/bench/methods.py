@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from .. import shipped
-from ..config import short_repr
+from ..checks import short_repr
 from ..runconfig import ConfigError, DataConfig, RunConfig, load_run_config
 from .spec import BenchFile, DarnnEntry, MlpEntry, PerceptronEntry, ProbeEntry, read_bench_file
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..baselines import ACTIVATIONS
-from ..config import check_choice, check_count, check_positive, from_dict, short_repr
+from ..checks import check_choice, check_count, check_positive, short_repr
+from ..config import from_dict
 from ..probe import REPRESENTATIONS
 from ..runconfig import ConfigError, read_config_file
 

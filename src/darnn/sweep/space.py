@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import check_finite, check_positive, from_dict
+from ..checks import check_finite, check_positive
+from ..config import from_dict
 from ..runconfig import ConfigError, RunConfig, load_run_config, parse_yaml
 
 SCALARS = (type(None), bool, int, float, str)

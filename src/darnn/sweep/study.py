@@ -88,9 +88,9 @@ def comparable_base(base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
     return out
 
 
-def study_mismatch(attrs: dict[str, Any], spec: SweepSpec, short_repr: str) -> str | None:
+def study_mismatch(attrs: dict[str, Any], spec: SweepSpec, storage_text: str) -> str | None:
     """Why an existing study cannot continue with ``spec`` (None when it can)."""
-    where = f"study '{spec.study}' in {short_repr}"
+    where = f"study '{spec.study}' in {storage_text}"
     fix = "use another --study name, or the space and base config it was created with"
     if SPACE_ATTR not in attrs or BASE_ATTR not in attrs:
         return f"{where} exists but was not created by darnn sweep; use another --study name"

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import SCHEDULES, check_choice, check_count, check_finite
+from ..checks import check_choice, check_count, check_finite
+from ..config import SCHEDULES
 from ..dynamics import relax
 from ..network import Recurrent
 from .common import (

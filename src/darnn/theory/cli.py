@@ -81,11 +81,11 @@ class _Options:
     def add(self, flag: str, dest: str, help: str, **kwargs: Any) -> None:
         default = self.defaults[dest]
         listed = isinstance(default, (tuple, list))
-        short_repr = ",".join(map(str, default)) if listed else str(default)
+        default_text = ",".join(map(str, default)) if listed else str(default)
         if "choices" not in kwargs:  # the flag's name, not the parameter's (--starts STARTS)
             kwargs["metavar"] = flag.lstrip("-").upper().replace("-", "_")
         self.parser.add_argument(
-            flag, dest=dest, default=default, help=f"{help} (default {short_repr})", **kwargs
+            flag, dest=dest, default=default, help=f"{help} (default {default_text})", **kwargs
         )
 
     def add_common(self) -> None:

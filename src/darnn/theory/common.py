@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import check_count, check_finite
+from ..checks import check_count, check_finite
 from ..couplings import gaussian_coupling
 from ..memory import available_memory
 

@@ -18,7 +18,7 @@ import torch
 from scipy.special import log_ndtr
 from torch import Tensor
 
-from ..config import check_count, check_finite
+from ..checks import check_count, check_finite
 from .common import (
     MEMORY_BUDGET,
     Log,

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..config import SCHEDULES, check_choice, check_count
+from ..checks import check_choice, check_count
+from ..config import SCHEDULES
 from ..dynamics import relax
 from ..network import Recurrent
 from .access import access_memory
