@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError
+from . import cifar, features
 from .common import DataError, RawData
 from .npz import load_npz
 from .sources import canonical_name, load_idx_dataset
@@ -116,6 +117,10 @@ def load_dataset(
     transform_seed: int = 0,
     download: bool = True,
     limit_train: int | None = None,
+    per_class: int | None = None,
+    standardize: bool = False,
+    projection_dim: int | None = None,
+    sign: bool = False,
 ) -> Dataset:
     """Load ``name`` (a DATASETS entry, 'npz:PATH' or a .npz path) as a train/val/test Dataset.
 
@@ -123,6 +128,11 @@ def load_dataset(
     data drawn with ``seed``; ``limit_train`` then keeps that many shuffled training samples.
     ``transform`` "entangled" (default dim 100) or "binarised" (default dim D) replaces the
     features of every split by ``sign_projection(X, dim, transform_seed)``.
+    Feature preprocessing (docs/model.md#feature-sets), after the splits: ``per_class``
+    keeps at most that many training samples per class (drawn with ``seed``),
+    ``standardize`` centres and scales every split by the training split's statistics,
+    ``projection_dim`` multiplies by a Gaussian R (D x dim, seed ``transform_seed``),
+    ``sign`` takes the sign.
     """
     # Check the arguments before reading (or downloading) anything.
     kind = None if transform is None else transform.lower().replace("binarized", "binarised")
@@ -132,13 +142,28 @@ def load_dataset(
         raise ValueError("transform_dim is only meaningful together with a transform")
     if limit_train is not None and limit_train < 1:
         raise ValueError(f"limit_train must be positive, got {limit_train}")
+    for key_name, value in (("per_class", per_class), ("projection_dim", projection_dim)):
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise ValueError(f"{key_name} must be a positive integer or null, got {value!r}")
+    if kind is not None and (projection_dim is not None or sign):
+        raise ValueError(
+            "transform already projects and takes the sign; use either transform or "
+            "projection_dim/sign"
+        )
 
-    if name.startswith("npz:") or name.lower().endswith(".npz"):
+    if features.is_features_name(name):
+        key, raw = name, features.load_features(name, data_dir)
+    elif name.startswith("npz:") or name.lower().endswith(".npz"):
         path = Path(name.removeprefix("npz:")).expanduser()
         key, raw = f"npz:{path}", load_npz(path)
     else:
         key = canonical_name(name)
-        raw = _load_digits() if key == "digits" else load_idx_dataset(key, data_dir, download)
+        if key == "digits":
+            raw = _load_digits()
+        elif key == cifar.NAME:
+            raw = cifar.load(data_dir)
+        else:
+            raw = load_idx_dataset(key, data_dir, download)
     X, y, X_test, y_test, n_classes, source = raw
     if X_test is None or y_test is None:
         n_test = round(_TEST_FRACTION * len(y))
@@ -149,7 +174,15 @@ def load_dataset(
     train, val = _stratified_split(y, _held_out_count(val_size, len(y)), rng)
     if limit_train is not None:
         train = rng.permutation(train)[:limit_train]
+    if per_class is not None:
+        train = train[features.per_class_subsample(y[train], per_class, rng)]
     splits = [X[train], X[val], X_test]
+    if standardize:
+        splits = features.standardize(splits)
+    if projection_dim is not None:
+        splits = features.gaussian_projection(splits, projection_dim, transform_seed)
+    if sign:
+        splits = features.sign(splits)
     if kind is not None:
         dim = transform_dim
         if dim is None:  # recipe C projects to 100 dimensions, recipe B keeps D
@@ -176,6 +209,10 @@ def load_data(
             transform_seed=config.transform_seed,
             limit_train=config.limit_train,
             download=config.download,
+            per_class=config.per_class,
+            standardize=config.standardize,
+            projection_dim=config.projection_dim,
+            sign=config.sign,
         )
     except DataError:
         raise  # already a complete user-facing message

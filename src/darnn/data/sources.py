@@ -18,10 +18,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cifar
 from .common import DataError, RawData
 from .idx import read_labelled_images
 
-DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "kmnist", "digits")
+DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "kmnist", "digits", "cifar10")
 
 # Debian's dataset packages (e.g. dataset-fashion-mnist) install under this root.
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -95,10 +96,12 @@ _DIGITS_DESCRIPTION = "scikit-learn 8x8 digits, 1797 images (fixed seeded 20% te
 def canonical_name(name: str) -> str:
     """The registered name for ``name`` (case and ``_``/``-`` insensitive) or a DataError."""
     key = name.strip().lower().replace("_", "-")
+    key = "cifar10" if key == "cifar-10" else key
     if key not in DATASETS:
         raise DataError(
             f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASETS)}; a file of your "
-            "own is given as 'npz:PATH' (or a path ending in .npz) holding arrays X and y."
+            "own is given as 'npz:PATH' (or a path ending in .npz) holding arrays X and y, a "
+            "feature set as 'features:PATH' (Parquet, Arrow or npz) or 'hf:OWNER/NAME'."
         )
     return key
 
@@ -148,6 +151,9 @@ def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[dict[s
         if name in SOURCES:
             found = find_dataset(name, data_dir)
             available, path, description = found is not None, found, SOURCES[name].description
+        elif name == cifar.NAME:
+            found = cifar.find(data_dir)
+            available, path, description = found is not None, found, cifar.DESCRIPTION
         else:
             available = importlib.util.find_spec("sklearn") is not None
             path, description = None, _DIGITS_DESCRIPTION
