@@ -61,16 +61,7 @@ def relax_continuous(
     if max_sweeps < 0:
         raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")
     ext = [batch_minor(e) for e in external]
-    s = (
-        [torch.zeros_like(e) for e in ext]
-        if states is None
-        else [batch_minor(t.clone()) for t in states]
-    )
-    if internal is not None:
-        h = [batch_minor(torch.add(e, i)) for e, i in zip(ext, internal)]
-    else:
-        h = [torch.empty_like(e) for e in ext]
-        net.total_fields_(s, ext, h)
+    s, h = _start(net, ext, states, internal)
     history: list[list[Tensor]] | None = [] if trace else None
     sequential = schedule == "sequential" and net.n_layers > 1
     for _ in range(max_sweeps):
@@ -82,14 +73,38 @@ def relax_continuous(
         if history is not None:
             history.append([x.clone() for x in s])
     h_int = [torch.sub(hl, el) for hl, el in zip(h, ext)]
+    batch = ext[0].shape[0]
+    sweeps = torch.full((batch,), max_sweeps, dtype=torch.int64, device=ext[0].device)
+    return Relaxation(s, h_int, h, _largest_move(s, h) <= CONVERGED_TOL, sweeps, history)
+
+
+def _start(
+    net: Recurrent,
+    ext: list[Tensor],
+    states: Sequence[Tensor] | None,
+    internal: Sequence[Tensor] | None,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Batch-minor copies of the starting states (default 0) and their total fields."""
+    s = (
+        [torch.zeros_like(e) for e in ext]
+        if states is None
+        else [batch_minor(t.clone()) for t in states]
+    )
+    if internal is not None:
+        return s, [batch_minor(torch.add(e, i)) for e, i in zip(ext, internal)]
+    h = [torch.empty_like(e) for e in ext]
+    net.total_fields_(s, ext, h)
+    return s, h
+
+
+def _largest_move(s: list[Tensor], h: list[Tensor]) -> Tensor:
+    """Per sample, the largest |tanh(h_i) - s_i|: how far one more sweep would move it."""
     moved = None
     for sl, hl in zip(s, h):
         m = torch.tanh(hl).sub_(sl).abs_().amax(dim=1)
         moved = m if moved is None else torch.maximum(moved, m)
     assert moved is not None
-    batch = ext[0].shape[0]
-    sweeps = torch.full((batch,), max_sweeps, dtype=torch.int64, device=ext[0].device)
-    return Relaxation(s, h_int, h, moved <= CONVERGED_TOL, sweeps, history)
+    return moved
 
 
 def j_post(s: Tensor, h: Tensor, kappa: float, rule: str, tolerance: float) -> Tensor:
