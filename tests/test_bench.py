@@ -460,3 +460,14 @@ def test_lambda_scan_of_a_two_module_recipe(
     (tmp_path / "configs" / "two.yaml").write_text("network: {hidden: [30]}\n")
     with pytest.raises(ConfigError, match="variant: chain to split it"):
         load_plan("custom")
+
+
+def test_a_bench_written_before_new_options_resumes() -> None:
+    from darnn.bench.runner import same_plan
+
+    wanted = {"methods": [{"name": "a", "config": {"learning": {"lr_j": 0.1, "p_update": 1.0}}}]}
+    older = {"methods": [{"name": "a", "config": {"learning": {"lr_j": 0.1}}}]}
+    assert same_plan(older, wanted)
+    assert not same_plan(wanted, older)  # an option the running darnn lacks
+    assert not same_plan({"methods": [{"name": "b"}]}, wanted)
+    assert not same_plan({"methods": []}, wanted)

@@ -230,6 +230,19 @@ def test_resume_refuses_a_changed_config(finished_run: Path) -> None:
         train(tiny("learning.lr_j=0.5"), finished_run, resume=True, progress=False)
 
 
+def test_config_keys_added_since_a_run_are_unchanged_at_their_defaults() -> None:
+    """A run written before an option existed resumes while that option keeps its default;
+    a non-default value of it is a change."""
+    from darnn.runconfig import RunConfig, changed_keys
+
+    now = RunConfig()
+    older = now.to_dict()
+    del older["learning"]["p_update"], older["network"]["readout"]
+    assert changed_keys(older, now) == []
+    neurons = RunConfig.from_dict({"network": {"readout": "neurons"}})
+    assert "network.readout" in changed_keys(older, neurons)
+
+
 def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 2)

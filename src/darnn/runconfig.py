@@ -247,11 +247,46 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+# Values a YAML document may expand to, counting every alias as the copy it stands for:
+# hand-written configs, bench files and spaces hold hundreds; an alias bomb (each level
+# repeating the last ten times) reaches billions from a few lines.
+MAX_YAML_VALUES = 100_000
+
+
 def parse_yaml(text: str, origin: str) -> Any:
     try:
-        return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: plain data only
+        data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin} is not valid YAML: {exc}".replace("\n", " ")) from None
+    expanded = _expanded_size(data, {}, set())
+    if expanded > MAX_YAML_VALUES:
+        raise ConfigError(
+            f"{origin} expands to more than {MAX_YAML_VALUES} values once its aliases "
+            "(*name) are expanded (an alias bomb?); write the values out"
+        )
+    return data
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """Values in ``value`` with shared (aliased) parts counted once per use, in time
+    proportional to the distinct parts; a self-referencing alias counts as too many."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:  # an anchor inside itself: infinitely large once expanded
+        return MAX_YAML_VALUES + 1
+    open_.add(key)
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    total = 1
+    for item in items:
+        total += _expanded_size(item, sizes, open_)
+        if total > MAX_YAML_VALUES:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
 
 
 def parse_override(item: str) -> dict[str, dict[str, Any]]:
@@ -305,11 +340,14 @@ def config_digest(config: RunConfig) -> str:
 
 
 def changed_keys(old: dict[str, dict[str, Any]], new: RunConfig) -> list[str]:
-    """``section.key`` entries where ``new`` differs from the plain-data config ``old``."""
+    """``section.key`` entries where ``new`` differs from the plain-data config ``old``.
+
+    A key ``old`` lacks is an option added to darnn since ``old`` was written: it counts as
+    unchanged while ``new`` holds its default (defaults keep earlier behaviour)."""
     now = new.to_dict()
-    return sorted(
-        f"{s}.{k}"
-        for s in now
-        for k in now[s]
-        if not isinstance(old.get(s), dict) or old[s].get(k, object()) != now[s][k]
-    )
+    defaults = {name: to_dict(cls()) for name, cls in _SECTIONS.items()}
+
+    def was(s: str, k: str) -> Any:
+        return old[s].get(k, defaults[s].get(k)) if isinstance(old.get(s), dict) else object()
+
+    return sorted(f"{s}.{k}" for s in now for k in now[s] if was(s, k) != now[s][k])

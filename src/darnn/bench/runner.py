@@ -327,7 +327,9 @@ def read_previous(out: Path, plan: Plan) -> list[dict[str, Any]]:
     if not isinstance(stored, dict) or not isinstance(records, list):
         raise RunError(f"Cannot resume the bench in {out}: its files are not a bench's.")
     differ = sorted(
-        k for k in set(stored) | set(wanted) if k != "bench_file" and stored.get(k) != wanted.get(k)
+        k
+        for k in set(stored) | set(wanted)
+        if k != "bench_file" and not same_plan(stored.get(k), wanted.get(k))
     )
     if differ:
         raise RunError(
@@ -335,6 +337,19 @@ def read_previous(out: Path, plan: Plan) -> list[dict[str, Any]]:
             "with the options it was started with, or start a new --out."
         )
     return records
+
+
+def same_plan(stored: Any, wanted: Any) -> bool:
+    """Does a stored plan (part) describe the wanted one? Keys the stored plan lacks are
+    options added to darnn since it was written: at their defaults (the bench file did not
+    set them) they leave every run as it was."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        return set(stored) <= set(wanted) and all(
+            same_plan(v, wanted[k]) for k, v in stored.items()
+        )
+    if isinstance(stored, list) and isinstance(wanted, list):
+        return len(stored) == len(wanted) and all(map(same_plan, stored, wanted))
+    return bool(stored == wanted)
 
 
 def read_fingerprint(checkpoint: Path) -> str | None:
