@@ -155,7 +155,7 @@ def test_missing_dataset_message_lists_every_place(
 
 def test_unknown_name() -> None:
     with pytest.raises(DataError, match="Known datasets"):
-        load_dataset("cifar10")
+        load_dataset("cifar100")
 
 
 def test_name_is_case_and_underscore_insensitive(tmp_path: Path) -> None:

@@ -106,6 +106,49 @@ def _load_digits() -> RawData:
     return X, bunch.target.astype(np.int64), None, None, 10, "scikit-learn"
 
 
+def _check_preprocessing(
+    kind: str | None, per_class: int | None, projection_dim: int | None, sign: bool
+) -> None:
+    for key_name, value in (("per_class", per_class), ("projection_dim", projection_dim)):
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise ValueError(f"{key_name} must be a positive integer or null, got {value!r}")
+    if kind is not None and (projection_dim is not None or sign):
+        raise ValueError(
+            "transform already projects and takes the sign; use either transform or "
+            "projection_dim/sign"
+        )
+
+
+def _read(
+    name: str, data_dir: str | os.PathLike[str] | None, download: bool
+) -> tuple[str, RawData]:
+    """The dataset's key (its name in a run's records) and raw arrays."""
+    if features.is_features_name(name):
+        return name, features.load_features(name, data_dir)
+    if name.startswith("npz:") or name.lower().endswith(".npz"):
+        path = Path(name.removeprefix("npz:")).expanduser()
+        return f"npz:{path}", load_npz(path)
+    key = canonical_name(name)
+    if key == "digits":
+        return key, _load_digits()
+    if key == cifar.NAME:
+        return key, cifar.load(data_dir)
+    return key, load_idx_dataset(key, data_dir, download)
+
+
+def _preprocess(
+    splits: list[np.ndarray], standardize: bool, projection_dim: int | None, sign: bool, seed: int
+) -> list[np.ndarray]:
+    """The data section's feature preprocessing (docs/model.md#feature-sets), in order."""
+    if standardize:
+        splits = features.standardize(splits)
+    if projection_dim is not None:
+        splits = features.gaussian_projection(splits, projection_dim, seed)
+    if sign:
+        splits = features.sign(splits)
+    return splits
+
+
 def load_dataset(
     name: str,
     *,
@@ -142,28 +185,8 @@ def load_dataset(
         raise ValueError("transform_dim is only meaningful together with a transform")
     if limit_train is not None and limit_train < 1:
         raise ValueError(f"limit_train must be positive, got {limit_train}")
-    for key_name, value in (("per_class", per_class), ("projection_dim", projection_dim)):
-        if value is not None and (isinstance(value, bool) or value < 1):
-            raise ValueError(f"{key_name} must be a positive integer or null, got {value!r}")
-    if kind is not None and (projection_dim is not None or sign):
-        raise ValueError(
-            "transform already projects and takes the sign; use either transform or "
-            "projection_dim/sign"
-        )
-
-    if features.is_features_name(name):
-        key, raw = name, features.load_features(name, data_dir)
-    elif name.startswith("npz:") or name.lower().endswith(".npz"):
-        path = Path(name.removeprefix("npz:")).expanduser()
-        key, raw = f"npz:{path}", load_npz(path)
-    else:
-        key = canonical_name(name)
-        if key == "digits":
-            raw = _load_digits()
-        elif key == cifar.NAME:
-            raw = cifar.load(data_dir)
-        else:
-            raw = load_idx_dataset(key, data_dir, download)
+    _check_preprocessing(kind, per_class, projection_dim, sign)
+    key, raw = _read(name, data_dir, download)
     X, y, X_test, y_test, n_classes, source = raw
     if X_test is None or y_test is None:
         n_test = round(_TEST_FRACTION * len(y))
@@ -176,13 +199,9 @@ def load_dataset(
         train = rng.permutation(train)[:limit_train]
     if per_class is not None:
         train = train[features.per_class_subsample(y[train], per_class, rng)]
-    splits = [X[train], X[val], X_test]
-    if standardize:
-        splits = features.standardize(splits)
-    if projection_dim is not None:
-        splits = features.gaussian_projection(splits, projection_dim, transform_seed)
-    if sign:
-        splits = features.sign(splits)
+    splits = _preprocess(
+        [X[train], X[val], X_test], standardize, projection_dim, sign, transform_seed
+    )
     if kind is not None:
         dim = transform_dim
         if dim is None:  # recipe C projects to 100 dimensions, recipe B keeps D
