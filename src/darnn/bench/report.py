@@ -152,17 +152,7 @@ def plot_accuracy_vs_width(path: Path, rows: list[dict[str, Any]], title: str) -
     with figure(path, 1, 1, (8, 5.5)) as axes:
         ax = axes[0][0]
         for group in dict.fromkeys(r["group"] for r in scanned):
-            pts = sorted(
-                (r for r in scanned if r["group"] == group), key=lambda r: r["bench_width"]
-            )
-            ax.errorbar(
-                [r["bench_width"] for r in pts],
-                [r["test_mean"] for r in pts],
-                yerr=[r["test_std"] for r in pts],
-                marker="o",
-                capsize=3,
-                label=group,
-            )
+            accuracy_curve(ax, [r for r in scanned if r["group"] == group], "bench_width", group)
         ax.set_xscale("log", base=2)
         ax.set(
             xlabel="hidden units H (darnn: one module; MLP baselines matched per width)",
@@ -171,6 +161,19 @@ def plot_accuracy_vs_width(path: Path, rows: list[dict[str, Any]], title: str) -
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+
+
+def accuracy_curve(ax: Any, rows: list[dict[str, Any]], x: str, label: str) -> None:
+    """Test accuracy (mean ± std over seeds) of ``rows`` against their value of ``x``."""
+    pts = sorted(rows, key=lambda r: r[x])
+    ax.errorbar(
+        [r[x] for r in pts],
+        [r["test_mean"] for r in pts],
+        yerr=[r["test_std"] for r in pts],
+        marker="o",
+        capsize=3,
+        label=label,
+    )
 
 
 def plot_accuracy_vs_params(path: Path, rows: list[dict[str, Any]], title: str) -> None:
@@ -228,15 +231,7 @@ def plot_lambda(
         groups = sorted({r["group"] for r in chain})
         n_groups = len(groups)
         for group in groups:
-            pts = sorted((r for r in chain if r["group"] == group), key=lambda r: r["lambda"])
-            ax.errorbar(
-                [r["lambda"] for r in pts],
-                [r["test_mean"] for r in pts],
-                yerr=[r["test_std"] for r in pts],
-                marker="o",
-                capsize=3,
-                label=group,
-            )
+            accuracy_curve(ax, [r for r in chain if r["group"] == group], "lambda", group)
         # Single-module darnn references as horizontal lines, named in the legend (text next
         # to the lines overlapped when two references were close).
         references = [
