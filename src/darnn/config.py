@@ -65,7 +65,10 @@ class NetworkConfig:
     """Architecture and initial scales (docs/model.md#the-deep-network); sizes of input and
     readout come from data.
 
-    Defaults follow the authors' JAX recipe (docs/model.md#recipe-a) with dense couplings.
+    Field defaults: recipe A's scales (docs/model.md#recipe-a) on one dense module of 1000
+    units, the base a recipe file starts from. The default recipe (``darnn train``,
+    ``DARNClassifier()``) is runconfig.DEFAULT_RECIPE: 6000 sparse units, weaker label
+    feedback (configs/default.yaml).
     """
 
     hidden: tuple[int, ...] = (1000,)  # N_l of each hidden module
