@@ -316,3 +316,21 @@ def test_transform_and_projection_together_are_refused(
         "data.transform=entangled", "data.sign=true",
     )  # fmt: skip
     assert_user_error(code, err, "transform", "sign")
+
+
+@pytest.mark.parametrize("bench", ["cifar10-features", "tinyimagenet-features"])
+def test_feature_benches_stop_with_where_to_place_the_files(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    bench: str,
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("DARNN_DATA", raising=False)
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    out = tmp_path / "bench"
+    code, _, err = run_main(capsys, "bench", "--dataset", bench, "--quick", "--out", str(out))
+    repo = "cifar10-features-s" if bench.startswith("cifar") else "tinyimagenet-features"
+    folder = tmp_path / "cache" / "darnn" / "hf" / "willinki" / repo
+    assert_user_error(code, err, "train.parquet and validation.parquet", str(folder))
+    assert not out.exists() or not any(out.iterdir())
