@@ -317,3 +317,27 @@ def test_two_ranks_equal_one_process(tmp_path: Path, extra: list[str]) -> None:
     results = launch(2, tmp_path / "two", overrides)
     assert [rc for rc, _, _ in results] == [0, 0], results
     assert_close_weights(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.parametrize("rule", ["contrastive_difference", "contrastive_hebbian"])
+@pytest.mark.parametrize("activation", ["sign", "tanh"])
+def test_chains_with_csr_and_learned_inter_couplings(rule: str, activation: str) -> None:
+    """Two modules, CSR J, sparse learned forward couplings, sequential sweeps: only the
+    support changes, J's diagonal stays empty."""
+    net = Network(
+        NetworkConfig(
+            hidden=(30, 30), activation=activation, j_density=0.2, sparse_format="csr",
+            inter="sparse", inter_fan_in=3,
+        ),
+        8, 3, seed=1,
+    )  # fmt: skip
+    cfg = LearningConfig(rule=rule, schedule="sequential", learn_inter=True, lr_inter=0.01)
+    supports = [c.support().clone() for c in (*net.recurrent.J, *net.recurrent.forward_couplings)]
+    before = [c.to_dense().clone() for c in (*net.recurrent.J, *net.recurrent.forward_couplings)]
+    x, y = _batch(20)
+    learning_step(net, x, y, cfg)
+    after = [c.to_dense() for c in (*net.recurrent.J, *net.recurrent.forward_couplings)]
+    for support, a, b in zip(supports, before, after):
+        assert torch.equal(a[~support], b[~support])
+        assert not torch.equal(a, b)
+    assert evaluate(net, x, y, cfg)["accuracy"] >= 0
