@@ -193,10 +193,12 @@ def test_digits() -> None:
 def test_npz_with_test_arrays(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     X, X_test = rng.normal(size=(50, 3)), rng.normal(size=(7, 3))
-    y, y_test = np.arange(50) % 4, np.array([0, 1, 2, 3, 4, 0, 1])
+    y, y_test = np.arange(50) % 5, np.array([0, 1, 2, 3, 3, 0, 1])
     path = tmp_path / "mine.npz"
     np.savez(path, X=X, y=y, X_test=X_test, y_test=y_test)
     ds = load_dataset(f"npz:{path}", val_size=10)
+    # sized from the training labels (class 4 has no test sample); tests/test_hostile.py
+    # checks that a test class absent from training is refused
     assert ds.name == f"npz:{path}" and ds.source == str(path) and ds.n_classes == 5
     assert (len(ds.X_train), len(ds.X_val)) == (40, 10)
     np.testing.assert_array_equal(ds.X_test, X_test.astype(np.float32))

@@ -287,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("darnn: aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # unreadable folder, read-only or full disk, ...: not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"darnn: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

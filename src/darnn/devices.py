@@ -21,7 +21,11 @@ def check_device_name(name: object) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device ``name`` (already checked) means, if this machine has it."""
+    """The torch device ``name`` means, if this machine has it (ConfigError otherwise)."""
+    try:
+        check_device_name(name)
+    except ValueError as exc:
+        raise ConfigError(f"--device: {exc}") from None
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"train.device={name!r} but CUDA is not available on this machine "

@@ -118,8 +118,11 @@ def read_model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"No saved model at {manifest}: the run has not finished (resume it with "
             "darnn train --resume RUN_DIR) or this is not a run directory."
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"Model description {manifest} is not readable JSON ({exc}).") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, bad UTF-8, an integer past Python's digit limit;
+        # RecursionError: brackets nested past the parser's depth
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else short(exc)
+        raise RunError(f"Model description {manifest} is not readable JSON ({detail}).") from None
     if not isinstance(info, dict) or info.get("format") != MODEL_FORMAT:
         raise RunError(f"{manifest} is not a darnn model description (no format: {MODEL_FORMAT}).")
     if info.get("version") != FORMAT_VERSION:
@@ -297,4 +300,14 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
             f"Checkpoint {path} fails its SHA-256 check: it is corrupt or was "
             "modified. Restart the run, or resume from a copy of the run directory."
         )
-    return json.loads(metadata["state"]), tensors
+    try:
+        return json.loads(metadata["state"]), tensors
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else short(exc)
+        raise RunError(f"Checkpoint {path} holds an unreadable state ({detail}).") from None
+
+
+def short(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message, cut to ``limit`` characters (it may echo a huge input)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

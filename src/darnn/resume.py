@@ -11,6 +11,7 @@ an interrupted and resumed run ends with the same weights as an uninterrupted on
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +73,8 @@ def open_run(
     Returns (the checkpoint to continue from or None, whether this call created ``out``;
     None when resuming). Runs before the data load, so a mistake costs nothing.
     """
-    if resume:
-        checkpoint = read_resume_point(out, config)
-        rundir.record_resume(out, command)
-        return checkpoint, None
+    if resume:  # recorded in meta.json only once everything is checked (record_resumption)
+        return read_resume_point(out, config), None
     created = rundir.claim(out)
     try:
         rundir.write_run_info(out, config.to_dict(), seed=config.train.seed, command=command)
@@ -132,6 +131,7 @@ def read_resume_point(out: Path, config: RunConfig) -> Checkpoint | None:
             f"{out} is not a resumable run directory: it has no {CONFIG_FILE}. Start a "
             "new run instead (darnn train --out NEW_DIR)."
         )
+    check_writable(out)
     rundir.remove_stray_temporaries(out)
     if not (out / CHECKPOINT_FILE).is_file():
         if (out / METRICS_FILE).exists() or (out / f"{MODEL_STEM}.safetensors").exists():
@@ -153,6 +153,25 @@ def read_resume_point(out: Path, config: RunConfig) -> Checkpoint | None:
             f"train.epochs={config.train.epochs}; resume with a larger train.epochs=N"
         )
     return state, tensors
+
+
+def check_writable(out: Path) -> None:
+    """RunError unless a file can be created in ``out`` (a resumed run writes checkpoints)."""
+    probe = out / f".write-check.{os.getpid()}.tmp"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(
+            f"{out} cannot be resumed: darnn cannot write there ({exc.strerror or exc}). "
+            "Make the directory writable, or copy it somewhere writable and resume the copy."
+        ) from None
+
+
+def record_resumption(out: Path, command: Sequence[str] | None) -> None:
+    """Append this resumption to meta.json: called once the checkpoint, the data and the
+    network have all been checked, so a refused --resume leaves the directory as it was."""
+    rundir.record_resume(out, command)
 
 
 def check_same_config(out: Path, stored: object, config: RunConfig) -> None:
@@ -212,6 +231,10 @@ def check_resume_state(
         t = tensors.get(name)
         if t is None or t.dtype != reference.dtype or t.shape != reference.shape:
             raise bad(f"generator state {name}")
+        try:  # torch refuses some states (e.g. all zeros: "Invalid mt19937 state")
+            torch.Generator().set_state(t)
+        except RuntimeError:
+            raise bad(f"generator state {name}") from None
     if batch > 0 and not is_permutation(tensors.get("position.permutation"), run.n_train):
         raise bad(f"the saved sample order is not a permutation of {run.n_train} samples")
 

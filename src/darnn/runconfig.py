@@ -258,11 +258,17 @@ def parse_yaml(text: str, origin: str) -> Any:
         data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin} is not valid YAML: {exc}".replace("\n", " ")) from None
-    expanded = _expanded_size(data, {}, set())
-    if expanded > MAX_YAML_VALUES:
+    sizes: dict[int, int] = {}
+    if _expanded_size(data, sizes, set()) > MAX_YAML_VALUES:
+        path, value = [], data
+        while isinstance(value, dict) and value:  # down to the key that holds the bulk
+            key = max(value, key=lambda k: sizes.get(id(value[k]), 1))
+            path.append(str(key)[:80])
+            value = value[key]
+        where = f" in {'.'.join(path)}" if path else ""
         raise ConfigError(
-            f"{origin} expands to more than {MAX_YAML_VALUES} values once its aliases "
-            "(*name) are expanded (an alias bomb?); write the values out"
+            f"{origin}: the value{where} expands to more than {MAX_YAML_VALUES} values once "
+            "its aliases (*name) are expanded (an alias bomb?); write the values out"
         )
     return data
 

@@ -152,7 +152,7 @@ def record_resume(out: Path, command: Sequence[str] | None = None) -> None:
         meta = json.loads((out / META_FILE).read_text())
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
-    except (OSError, ValueError):  # lost or damaged: the run itself is still resumable
+    except (OSError, ValueError, RecursionError):  # lost or damaged: still resumable
         meta = {"note": f"{META_FILE} was unreadable when the run was resumed"}
     meta.setdefault("resumed", []).append(
         {"time": now, "command": list(sys.argv if command is None else command)}

@@ -33,3 +33,27 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+
+
+class DeferredSignals:
+    """While the block runs, SIGINT and SIGTERM are only recorded (``received``): the last
+    writes of a finished run (model, plots) complete even when Ctrl-C is pressed again and
+    again during shutdown, instead of a KeyboardInterrupt tearing through matplotlib or
+    the interpreter's finalisation. The previous handlers come back afterwards."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> DeferredSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in StopSignals.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from .data import load_data
 from .devices import DTYPES, resolve_device
 from .diagnostics import coupling_symmetry, field_components, field_summary
 from .epoch import EpochCounters, fit_epoch, threads_for
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .files import write_jsonl
 from .learning import learning_step
 from .modelfiles import save_model
@@ -39,12 +40,13 @@ from .resume import (
     Position,
     RunIdentity,
     open_run,
+    record_resumption,
     restore_position,
     save_position,
 )
 from .runconfig import RunConfig
 from .rundir import CHECKPOINT_FILE, CURVES_FILE, FIELDS_FILE, METRICS_FILE, MODEL_STEM
-from .signals import StopSignals
+from .signals import DeferredSignals, StopSignals
 from .threads import using_threads
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # features, labels
@@ -84,6 +86,8 @@ def train(
         opened = partial(open_run, out, config, resume=resume, command=command)
         checkpoint, created = distributed.from_main(ranks, opened)
         run, splits = prepare_run(out, config, device, dtype, ranks, checkpoint)
+        if resume and main:  # everything checked: now the resumption is recorded
+            record_resumption(out, command)
         with stop:
             while run.position.epoch < tc.epochs:
                 bar = run.progress_bar(progress)
@@ -99,7 +103,14 @@ def train(
                 if distributed.any_rank(ranks, wants_stop) and run.position.epoch < tc.epochs:
                     return run.summary("stopped")
         if main:
-            save_results(run)
+            with DeferredSignals() as late:  # the results are written whatever arrives
+                save_results(run)
+            if late.received:
+                print(
+                    "darnn: a stop signal arrived while the finished run's results were "
+                    "being written; they were written first",
+                    file=sys.stderr,
+                )
     except BaseException:
         # A new run that fails before its first checkpoint leaves nothing behind.
         if main and created is not None and not (out / CHECKPOINT_FILE).exists():
@@ -204,7 +215,20 @@ class Run:
         if self.main:
             spent = self.wall_time() if wall_time is None else wall_time
             position = dataclasses.replace(self.position, wall_time=spent)
-            save_position(self.out / CHECKPOINT_FILE, self.net, position, self.identity)
+            path = self.out / CHECKPOINT_FILE
+            try:
+                save_position(path, self.net, position, self.identity)
+            except OSError as exc:  # full disk, quota, read-only: the rename never happened
+                kept = (
+                    f"the previous checkpoint {path} is intact (checkpoints are replaced "
+                    "atomically), so `darnn train --resume` continues from it once there is room"
+                    if path.is_file()
+                    else "no checkpoint was written yet"
+                )
+                reason = exc.strerror or exc
+                raise RunError(
+                    f"could not write the checkpoint of {self.out} ({reason}); {kept}."
+                ) from None
 
     def after_batch(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def load_npz(path: Path) -> RawData:
             f"{path}: no such file; an npz dataset is a numpy.savez archive "
             "holding X (n, d) and y (n,), optionally X_test and y_test."
         )
+    check_declared_sizes(path)
     try:
         archive = np.load(path, allow_pickle=False)  # no pickles: never run code from data
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -87,5 +89,48 @@ def load_npz(path: Path) -> RawData:
             f"{path}: y holds a single class ({present.tolist()}); a classifier needs training "
             "samples of at least 2 classes."
         )
-    n_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+    if y_test is not None:
+        unseen = np.setdiff1d(np.unique(y_test), present)
+        if len(unseen):
+            shown_unseen = ", ".join(str(int(c)) for c in unseen[:10])
+            raise DataError(
+                f"{path}: y_test holds class{'es' if len(unseen) > 1 else ''} {shown_unseen}"
+                f"{' ...' if len(unseen) > 10 else ''} that never occur{'s' * (len(unseen) == 1)}"
+                " in y. The test set never shapes the model (the readout is sized from the "
+                "training labels) and a class without training samples cannot be learned: "
+                "drop those test samples or add training samples of the class."
+            )
+    n_classes = int(y.max()) + 1  # from the training labels only
     return X, y, X_test, y_test, n_classes, str(path)
+
+
+def check_declared_sizes(path: Path) -> None:
+    """Refuse, before numpy allocates anything, an archive member whose .npy header claims
+    more data than the member holds (a 10^12 x 1000 shape in a few bytes): numpy allocates
+    the header's shape before reading."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = {
+                        (1, 0): np.lib.format.read_array_header_1_0,
+                        (2, 0): np.lib.format.read_array_header_2_0,
+                    }.get(version)
+                    if read_header is None:
+                        continue  # numpy's own reader explains an unknown version
+                    shape, _, dtype = read_header(member, max_header_size=10_000)
+                    header_end = member.tell()
+                claimed = math.prod(shape) * dtype.itemsize
+                if claimed > info.file_size - header_end:
+                    raise DataError(
+                        f"{path}: array {info.filename[:-4]} claims shape {str(shape)[:100]} of "
+                        f"{dtype} ({claimed:.3g} bytes) but its member holds only "
+                        f"{info.file_size} bytes; the file is corrupt or hand-made."
+                    )
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, TypeError):
+        return  # not a zip, or an unreadable header: np.load reports it below

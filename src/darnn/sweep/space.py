@@ -226,11 +226,31 @@ def range_param(key: str, entry: RangeEntry, annotation: Any, where: str) -> Par
     return Param(key, "float", float(low), float(high), log, None if step is None else float(step))  # type: ignore[arg-type]
 
 
+# The longest trial a sweep runs: a search explores many short runs (a budget of 10^8 epochs
+# would run until killed); one long run is `darnn train`'s job.
+MAX_TRIAL_EPOCHS = 1000
+
+
+def check_budget(key: str, value: Any, origin: str) -> None:
+    """SpaceError for a trial budget past MAX_TRIAL_EPOCHS."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and value > MAX_TRIAL_EPOCHS:
+        raise SpaceError(
+            f"{origin}: '{key}' allows {value:.3g} epochs per trial; a sweep's trials are "
+            f"capped at {MAX_TRIAL_EPOCHS} epochs (train one long run with darnn train)"
+        )
+
+
 def check_against(params: list[Param], base: RunConfig, origin: str) -> None:
     """Every bound and choice must make a valid config on top of ``base``: errors name the key."""
+    if "train.epochs" not in {p.key for p in params}:
+        check_budget("train.epochs", base.train.epochs, f"{origin} on the base config")
     for p in params:
         section, name = p.key.split(".")
         values = p.choices if p.kind == "categorical" else (p.low, p.high)
+        if p.key == "train.epochs":
+            for value in values:
+                check_budget(p.key, value, origin)
         labels = (
             [f"choice {c!r}" for c in p.choices]
             if p.kind == "categorical"

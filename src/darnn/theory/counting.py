@@ -218,6 +218,23 @@ class CountRow:
     annealed_n: float  # (1/N) ln E#FP exactly at this N (field variance (N-1)/N)
 
 
+# Operations an enumeration may take (about a day at 10^9 per second): past it a request
+# such as --samples 1e8 is refused with its estimate instead of running until killed.
+MAX_ENUMERATION_WORK = 1e14
+
+
+def check_work(sizes: Sequence[int], n_samples: int, grid: int) -> None:
+    """ValueError when the enumeration's work (every state's N fields, one comparison per
+    (J_D, kappa) and unit, for every sample and size) exceeds MAX_ENUMERATION_WORK."""
+    work = n_samples * sum(2.0 ** min(n, 1024) * n * (n + grid) for n in sizes)
+    if work > MAX_ENUMERATION_WORK:
+        raise ValueError(
+            f"counting {n_samples} samples at sizes {list(sizes)[:10]} needs about {work:.2g} "
+            f"operations (~{work / 1e9 / 3600:.3g} hours at 10^9 per second), over the cap "
+            f"of {MAX_ENUMERATION_WORK:.0e}; use fewer samples or smaller sizes"
+        )
+
+
 def count_experiment(
     sizes: Sequence[int] = (8, 10, 12, 14, 16, 18, 20),
     j_d_values: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
@@ -234,6 +251,7 @@ def count_experiment(
     check_values("j_d_values", j_d_values)
     check_values("kappas", kappas)
     check_count("n_samples", n_samples, minimum=1)
+    check_work(sizes, n_samples, len(j_d_values) * len(kappas))
     for n in sizes:  # every size validated before the first enumeration
         if n > MAX_ENUMERATION_N:
             raise ValueError(f"exact enumeration needs N <= {MAX_ENUMERATION_N}, got N={n}")
