@@ -89,7 +89,8 @@ def best_time(
     """Best (wall, CPU) seconds per call of `inner` back-to-back calls, over `repeats` tries.
 
     CPU time is what this process used (all its threads): for a single-threaded run on a
-    machine other jobs keep busy, it is what the run takes on a core of its own."""
+    machine other jobs keep busy, it is what the run takes on a core of its own.
+    """
     fn()
     sync(device)
     wall = cpu = math.inf
@@ -116,7 +117,8 @@ def machine_limits(device: torch.device, repeats: int, quick: bool) -> dict[str,
 # ----------------------------------------------------------------------------- inputs
 def load_inputs(data: DataConfig, n_train: int, n_eval: int) -> tuple[Tensor, Tensor, Tensor, str]:
     """(X_train, y_train, X_eval, source): the recipe's data set through its transform if
-    installed, else Fashion-MNIST through the same transform, else random images."""
+    installed, else Fashion-MNIST through the same transform, else random images.
+    """
     for name in dict.fromkeys([data.name, "fashion-mnist"]):
         try:
             d = load_dataset(
@@ -165,7 +167,8 @@ def sweep_counts(
 ) -> dict:
     """Sweeps per phase, as a mean over samples and as J products per step (a batch is
     swept until its slowest sample settles), from an untimed pass of `steps` steps: each
-    batch's phases are relaxed once to count their sweeps, then the step learns from it."""
+    batch's phases are relaxed once to count their sweeps, then the step learns from it.
+    """
     per_step = []
     for i in range(start, start + steps):
         rows = torch.arange(i * BATCH, (i + 1) * BATCH, device=X.device) % X.shape[0]
@@ -225,7 +228,8 @@ def authors_style_step(net: Network, cfg: LearningConfig) -> Callable[[Tensor, T
     """A training step done the way the authors' JAX library does it, for comparison: masked
     couplings as dense matrices, the input drive recomputed at every sweep, every sweep run.
     (Weights stored pre-masked; the mask is applied once per update; elementwise work uses
-    the same fast float kernels as darnn, as XLA would fuse it. Works on copies.)"""
+    the same fast float kernels as darnn, as XLA would fuse it. Works on copies.)
+    """
     w_in, J, w_out = (c.to_dense() for c in (net.w_in[0], net.recurrent.J[0], net.w_out))
     m_in, m_j = (c.support().to(w_in.dtype) for c in (net.w_in[0], net.recurrent.J[0]))
     jd, k = (
@@ -258,7 +262,8 @@ def cuda_graph_step(
     net: Network, cfg: LearningConfig, x: Tensor, y: Tensor
 ) -> Callable[[Tensor, Tensor], StepStats]:
     """Capture one batch-16 training step as a CUDA graph; each call replays it on a new
-    batch (launch overhead gone). relax does not sync while a graph is being captured."""
+    batch (launch overhead gone). relax does not sync while a graph is being captured.
+    """
     static_x, static_y = x.clone(), y.clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -1,5 +1,6 @@
 """``darnn bench``: the CLI end to end on digits, parameter matching, the random-features
-variant, validation-only learning-rate selection, and bad input."""
+variant, validation-only learning-rate selection, and bad input.
+"""
 
 from __future__ import annotations
 
@@ -321,7 +322,8 @@ def test_resume_continues_an_interrupted_bench(
 ) -> None:
     """Interrupted inside a darnn run and again before the perceptron: --resume keeps the
     finished runs, continues the darnn run from its checkpoint, and ends with the results of
-    an uninterrupted bench."""
+    an uninterrupted bench.
+    """
     import darnn.bench.runner as runner
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -1,6 +1,7 @@
 """Contrastive rules and tanh units (docs/model.md#contrastive-rules,
 docs/model.md#continuous-units): one training step against darnax's numbers, the rules'
-definitions, and the config errors."""
+definitions, and the config errors.
+"""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def test_one_step_equals_darnax(case: str, batch: int) -> None:
 @pytest.mark.parametrize("batch", [1, 16])
 def test_darnax_contrastive_as_shipped_keeps_the_label_on(batch: int) -> None:
     """darnax's trainer as shipped = darnn's difference rule with the label field on
-    during the first phase too (its message subset "left" falls through to "all")."""
+    during the first phase too (its message subset "left" falls through to "all").
+    """
     f = _fixture(f"contrastive_as_shipped_b{batch}")
     net = _network(f, "sign")
     cfg = _learning(f, "contrastive_difference", "delta", "sign")
@@ -323,7 +325,8 @@ def test_two_ranks_equal_one_process(tmp_path: Path, extra: list[str]) -> None:
 @pytest.mark.parametrize("activation", ["sign", "tanh"])
 def test_chains_with_csr_and_learned_inter_couplings(rule: str, activation: str) -> None:
     """Two modules, CSR J, sparse learned forward couplings, sequential sweeps: only the
-    support changes, J's diagonal stays empty."""
+    support changes, J's diagonal stays empty.
+    """
     net = Network(
         NetworkConfig(
             hidden=(30, 30), activation=activation, j_density=0.2, sparse_format="csr",

@@ -1,5 +1,6 @@
 """CIFAR-10 binary files, feature sets (Parquet, Arrow, npz, Hugging Face) and the feature
-preprocessing keys, on small files written here (nothing is downloaded)."""
+preprocessing keys, on small files written here (nothing is downloaded).
+"""
 
 from __future__ import annotations
 

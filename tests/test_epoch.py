@@ -90,7 +90,8 @@ def test_counters_round_trip() -> None:
 
 def test_one_default_story() -> None:
     """The estimator's defaults are the default recipe, which is what `darnn train` runs
-    without a config and what configs/default.yaml holds."""
+    without a config and what configs/default.yaml holds.
+    """
     from darnn.config import LearningConfig, NetworkConfig
     from darnn.estimator import LEARNING_PARAMS, NETWORK_PARAMS
     from darnn.runconfig import DEFAULT_RECIPE, RunConfig, load_run_config

@@ -1,5 +1,6 @@
 """Tests for darnn.plots: the figure helper (a PNG written atomically, the figure closed
-either way) and the training plots."""
+either way) and the training plots.
+"""
 
 from __future__ import annotations
 

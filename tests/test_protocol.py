@@ -258,7 +258,8 @@ def test_readout_neurons_in_a_three_module_chain(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Skips into and out of every non-last module of a deeper chain: trained through the
-    CLI, the readout skips learn and the feedback skips stay fixed."""
+    CLI, the readout skips learn and the feedback skips stay fixed.
+    """
     from cli_helpers import run_main
 
     out = tmp_path / "three"

@@ -1,5 +1,6 @@
 """Tests for darnn.theory.counting: exact enumeration against brute force, the annealed
-count, the ensemble experiment and its input validation."""
+count, the ensemble experiment and its input validation.
+"""
 
 from __future__ import annotations
 

@@ -232,7 +232,8 @@ def test_resume_refuses_a_changed_config(finished_run: Path) -> None:
 
 def test_config_keys_added_since_a_run_are_unchanged_at_their_defaults() -> None:
     """A run written before an option existed resumes while that option keeps its default;
-    a non-default value of it is a change."""
+    a non-default value of it is a change.
+    """
     from darnn.runconfig import RunConfig, changed_keys
 
     now = RunConfig()
@@ -349,7 +350,8 @@ def test_resume_after_a_kill_before_the_first_checkpoint(
     finished_run: Path, tmp_path: Path
 ) -> None:
     """A process killed during its first epoch leaves config.yaml, meta.json and maybe a
-    half-written temporary file: resuming removes the temporary and starts over exactly."""
+    half-written temporary file: resuming removes the temporary and starts over exactly.
+    """
     out = tmp_path / "run"
     train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 1)
     (out / CHECKPOINT_FILE).unlink()  # as if killed before the first save

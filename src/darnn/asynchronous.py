@@ -95,14 +95,16 @@ class AsynchronousSweep:
 
 def gather_cpu64(xs: list[Tensor], rows: Tensor) -> np.ndarray:
     """Rows `rows` of the modules' (B, N_l) tensors side by side, as a float64 (B', sum N_l)
-    C-contiguous NumPy array that the caller may overwrite."""
+    C-contiguous NumPy array that the caller may overwrite.
+    """
     parts = [x.index_select(0, rows).to("cpu", torch.float64) for x in xs]
     return torch.cat(parts, dim=1).numpy()
 
 
 def chain_columns(net: Recurrent) -> np.ndarray | scipy.sparse.csr_matrix:
     """The chain's matrix K (h_int = s K^T, J_D on the diagonal) transposed, in float64:
-    row j holds the effect of unit j on every unit."""
+    row j holds the effect of unit j on every unit.
+    """
     # Imported here: importing scipy.sparse adds a warning filter (no side effects at import).
     import scipy.sparse
 

@@ -45,7 +45,8 @@ def parameter_counts(net: Network, learning: LearningConfig) -> dict[str, int]:
     non-zero rate: W_in, the off-diagonal J, learned inter-module couplings, W_out and the
     readout skips); ``fixed``: non-zero frozen weights that prediction uses (W_in or J when
     frozen, fixed inter-module couplings). W_back, its skips and J_D are never counted:
-    the feedback acts only during training and J_D is one constant."""
+    the feedback acts only during training and J_D is one constant.
+    """
     rec = net.recurrent
     groups: list[tuple[bool, Sequence[Coupling]]] = [
         (learning.lr_in > 0, list(net.w_in)),
@@ -67,7 +68,8 @@ def mlp_parameters(n_in: int, width: int, n_out: int) -> int:
 
 def matched_width(params: int, n_in: int, n_out: int) -> int:
     """Hidden width (>= 1) whose MLP parameter count is closest to ``params`` (the smaller
-    width on a tie)."""
+    width on a tie).
+    """
     low = max((params - n_out) // (n_in + n_out + 1), 1)
     return min(
         (low, low + 1),
@@ -101,7 +103,8 @@ class Sign(nn.Module):
 
 def mlp(n_in: int, width: int, n_out: int, activation: str, bias: bool = True) -> nn.Sequential:
     """x -> act(W1 x + b1) -> W2 h + b2 (PyTorch's default initialisation); without the
-    biases if ``bias`` is False (the authors' width-matched binary MLP)."""
+    biases if ``bias`` is False (the authors' width-matched binary MLP).
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"activation={activation!r} is not valid; accepted values: {', '.join(ACTIVATIONS)}"
@@ -204,7 +207,8 @@ def tune_mlp(
     one with the best validation accuracy after the last epoch (the first on a tie), and
     evaluate the test split once, for that one only. Returns a record: the chosen ``lr``,
     ``lr_grid`` (validation accuracy of every rate; no test numbers), ``val_curve``,
-    ``val_acc``, ``test_acc``, ``test_evaluations``, ``params``, timings."""
+    ``val_acc``, ``test_acc``, ``test_evaluations``, ``params``, timings.
+    """
     if not lrs:
         raise ValueError("lrs must hold at least one learning rate")
     n_in, n_out = train.X.shape[1], n_classes
@@ -254,7 +258,8 @@ def fit_perceptron(
     """Multiclass perceptron with bias on the raw input, from zero weights: each sample
     (or the summed mistakes of a mini-batch, computed with the weights at its start) adds
     x to the row of its label and subtracts it from the row the argmax chose. A seeded
-    random order per epoch; validation after every epoch; the test split once, at the end."""
+    random order per epoch; validation after every epoch; the test split once, at the end.
+    """
     X, y = train.X.cpu().numpy().astype(np.float64), train.y.cpu().numpy()
     n, d = X.shape
     n_out = n_classes

@@ -49,7 +49,8 @@ C = TypeVar("C")
 
 def _plain_numbers(config: object) -> None:
     """Store numpy scalars of a frozen config as Python int / float, so every door (API,
-    estimator, YAML) gives equal configs that serialise to YAML and JSON."""
+    estimator, YAML) gives equal configs that serialise to YAML and JSON.
+    """
     for field in dataclasses.fields(config):  # type: ignore[arg-type]
         value = getattr(config, field.name)
         if type(value) in (bool, int, float) or isinstance(value, bool):

@@ -120,7 +120,8 @@ def contrastive_step(
 
 def learn(net: Network, x: Tensor, y: Tensor, phases: Phases, cfg: LearningConfig) -> StepStats:
     """Apply the contrastive update of ``cfg.rule`` for a relaxed batch; the step's
-    statistics (readout accuracy, unstable units and convergence of the free state)."""
+    statistics (readout accuracy, unstable units and convergence of the free state).
+    """
     c = net.config
     rec = net.recurrent
     batch = x.shape[0]

@@ -35,7 +35,8 @@ _SAMPLE_CHUNK = 1 << 20
 def _quiet_csr() -> Iterator[None]:
     """Silence torch's "Sparse CSR tensor support is in beta" notice where CSR tensors are
     made: they work well for the few operations used here. Local, so the user's own
-    warning filters are left alone."""
+    warning filters are left alone.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         yield
@@ -173,7 +174,8 @@ class SparseCoupling(Coupling):
 
     def _product(self, xt: Tensor) -> Tensor:
         """W @ xt for a contiguous (n_in, B) xt; addmm with beta=0 skips the zero-fill and
-        the copy that `csr @ xt` adds."""
+        the copy that `csr @ xt` adds.
+        """
         out = xt.new_empty(self.n_out, xt.shape[1])
         return torch.addmm(out, self.csr, xt, beta=0.0, out=out)
 
@@ -403,7 +405,8 @@ def excitatory_coupling(
     n_out: int, n_in: int, *, lam: float, fan_in: int, generator: torch.Generator
 ) -> Coupling:
     """Sparse random positive coupling: each unit gets `fan_in` distinct inputs of weight
-    lam / fan_in, so a unit whose partners all agree receives lam, as with lam*I."""
+    lam / fan_in, so a unit whose partners all agree receives lam, as with lam*I.
+    """
     cols = distinct_columns(n_out, n_in, fan_in, generator).reshape(-1)
     crow = torch.arange(0, n_out * fan_in + 1, fan_in)
     values = torch.full((n_out * fan_in,), lam / fan_in)

@@ -33,7 +33,8 @@ def coupling_symmetry(matrix: torch.Tensor | Coupling) -> float:
 
 def _dense_square_and_cross(matrix: torch.Tensor) -> tuple[float, float]:
     """|J|^2 and <J, J^T>: |J_s|^2 and |J_a|^2 are (|J|^2 +- <J, J^T>) / 2. Accumulated over
-    blocks of rows, so a large J never needs float64 copies of itself or its transpose."""
+    blocks of rows, so a large J never needs float64 copies of itself or its transpose.
+    """
     square = cross = 0.0
     for start in range(0, matrix.shape[0], 1024):
         rows = matrix[start : start + 1024].double()
@@ -45,7 +46,8 @@ def _dense_square_and_cross(matrix: torch.Tensor) -> tuple[float, float]:
 
 def _sparse_square_and_cross(coupling: SparseCoupling) -> tuple[float, float]:
     """|J|^2 and <J, J^T> of a CSR coupling from its (row, col, value) triplets: each entry
-    (i, j) meets the stored (j, i), if any, by a sorted-key lookup. O(nnz log nnz)."""
+    (i, j) meets the stored (j, i), if any, by a sorted-key lookup. O(nnz log nnz).
+    """
     n = coupling.n_out
     values = coupling.values.detach().to("cpu", torch.float64)
     if values.numel() == 0:
@@ -89,7 +91,8 @@ def _protocol_components(
 ) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor]]:
     """`field_components` for readout neurons: at the end of the protocol's training
     dynamics, the label-free fields split into internal and input parts, and the feedback
-    W_back e(r) the clamped readout sends to the last module."""
+    W_back e(r) the clamped readout sends to the last module.
+    """
     final = protocol.relax_training(net, x, y, cfg, generator).final
     feedback = final.readout @ net.w_back.T  # the readout is held coded: e(r)
     drives = net.input_drives(x)

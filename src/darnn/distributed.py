@@ -90,7 +90,8 @@ def start(device: torch.device, timeout_s: float) -> Ranks | None:
 def stop(ranks: Ranks | None, orderly: bool = True) -> None:
     """Leave the job. After a stop signal the launcher is shutting down too and may no
     longer serve the rendezvous store, where tearing the group down could block until the
-    launcher's SIGKILL: then the process just exits (its sockets close with it)."""
+    launcher's SIGKILL: then the process just exits (its sockets close with it).
+    """
     if ranks is not None and orderly and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -194,7 +195,8 @@ def _protocol_step(
     rows: Tensor,
 ) -> StepStats:
     """The authors' protocol data-parallel: this rank relaxes its rows (update masks drawn
-    for the whole batch, as one process draws them), then every rank learns on all."""
+    for the whole batch, as one process draws them), then every rank learns on all.
+    """
     batch = x.shape[0]
     relaxed = protocol.relax_training(
         net, x[rows], y[rows], cfg, generator, rows=rows, global_batch=batch

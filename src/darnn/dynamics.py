@@ -300,7 +300,8 @@ def _starting_fields(
     internal: Sequence[Tensor] | None,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
     """(states, total fields, the given internal fields or None) to start the sweeps from,
-    batch-minor copies the sweeps may overwrite."""
+    batch-minor copies the sweeps may overwrite.
+    """
     s = [torch.zeros_like(e) for e in ext] if states is None else [_copy_bm(t) for t in states]
     if internal is not None:
         return s, [batch_minor(torch.add(e, i)) for e, i in zip(ext, internal)], list(internal)
@@ -346,7 +347,8 @@ class _WorkingSet:
 
     def unstable(self) -> Tensor | None:
         """The mask of working samples the next sweep must update (counting that sweep);
-        None once every sample has settled."""
+        None once every sample has settled.
+        """
         active = _unstable_counts(self.s, self.h, scratch=self.scratch) > 0
         n_active = int(active.sum()) if self.sync else -1  # the one host sync per sweep
         if n_active == 0:
@@ -359,7 +361,8 @@ class _WorkingSet:
 
     def compact(self, active: Tensor) -> Tensor:
         """Keep only the active rows (padded with settled ones to the alignment, which
-        never change); returns the mask of the new working set."""
+        never change); returns the mask of the new working set.
+        """
         self.done = _write_rows(self.done, self.idx, [*self.s, *self.h, self.sweeps.view(-1, 1)])
         keep = active.nonzero().squeeze(1)
         pad = (-keep.numel()) % self.align
@@ -397,5 +400,6 @@ def _write_rows(done: list[Tensor] | None, idx: Tensor | None, work: list[Tensor
 
 def _take(xs: list[Tensor], keep: Tensor) -> list[Tensor]:
     """Rows `keep` of batch-minor tensors: a gather of columns of their (N, B) storage,
-    so the result is batch-minor again."""
+    so the result is batch-minor again.
+    """
     return [x.T.index_select(1, keep).T for x in xs]

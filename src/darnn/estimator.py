@@ -262,7 +262,8 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_representable(self, X: np.ndarray, dtype: torch.dtype) -> None:
         """X (finite float64, from validate_data) must also be finite in the network's dtype:
-        1e39 is a float64 but an infinity in float32, which would silently give NaN weights."""
+        1e39 is a float64 but an infinity in float32, which would silently give NaN weights.
+        """
         if dtype == torch.float32 and X.size:
             largest = float(np.abs(X).max())
             limit = float(np.finfo(np.float32).max)
@@ -345,7 +346,8 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
 
     def _seed(self) -> int:
         """An integer random_state is the seed itself, as ``train.seed`` is for ``darnn train``
-        (same data, config and seed: same weights through either door)."""
+        (same data, config and seed: same weights through either door).
+        """
         state = self.random_state
         if isinstance(state, (int, np.integer)):  # in [0, 2**64): _parameter_constraints
             return int(state)

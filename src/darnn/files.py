@@ -1,5 +1,6 @@
 """Atomic files: every file darnn writes goes to a temporary file and is renamed into place,
-so a crash never leaves a half-written file behind."""
+so a crash never leaves a half-written file behind.
+"""
 
 from __future__ import annotations
 

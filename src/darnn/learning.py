@@ -70,7 +70,8 @@ def _local_rule(
     h_out: Tensor,
 ) -> Tensor:
     """`local_rule` with the readout learning from ``readout_in`` (s* or the label-free
-    state) whose pre-update readout is h_out; returns the mask as 0/1 floats."""
+    state) whose pre-update readout is h_out; returns the mask as 0/1 floats.
+    """
     c = net.config
     batch = x.shape[0]
     inv_sqrt_b = 1.0 / math.sqrt(batch)
@@ -119,7 +120,8 @@ def two_phase(
     generator: torch.Generator | None = None,
 ) -> tuple[list[Tensor], Relaxation]:
     """Warm-up, clamped and free phases from s = 0. Returns the input drives and the free
-    phase's outcome (its fields are the free fields at s*, label excluded)."""
+    phase's outcome (its fields are the free fields at s*, label excluded).
+    """
     drives, phases = three_phases(net, x, y, cfg, generator)
     return drives, phases[-1]
 
@@ -156,7 +158,8 @@ def learning_step(
     """One training batch: two phases, then the local rule (weights change in place).
 
     With readout neurons (network.readout="neurons") the batch follows the authors'
-    protocol instead (`darnn.protocol`)."""
+    protocol instead (`darnn.protocol`).
+    """
     if net.config.readout == "neurons":
         return protocol_step(net, x, y, cfg, generator)
     if cfg.rule != "dynamical":  # free vs clamped relaxations (docs/model.md#contrastive-rules)
@@ -204,7 +207,8 @@ def label_free_state(
     generator: torch.Generator | None = None,
 ) -> Tensor | None:
     """The last module's state that prediction would read for these input drives, when the
-    readout learns from it (``cfg.readout_state == "eval"``); None when it learns from s*."""
+    readout learns from it (``cfg.readout_state == "eval"``); None when it learns from s*.
+    """
     if cfg.readout_state == "free":
         return None
     return evaluation_relaxation(net, drives, cfg, generator).states[-1]
@@ -239,7 +243,8 @@ def learn_relaxed(
 ) -> StepStats:
     """The local rule on a batch whose free phase ended in ``states`` with free ``fields``
     (``converged``, ``sweeps``: per sample), and the step's statistics. ``readout_in``: the
-    state the readout learns from if not s* (see `label_free_state`)."""
+    state the readout learns from if not s* (see `label_free_state`).
+    """
     pre_out = states[-1] if readout_in is None else readout_in
     h_out = net.readout(pre_out)  # before W_out changes
     unstable = _local_rule(net, x, y, states, fields, cfg, pre_out, h_out)

@@ -43,7 +43,8 @@ def label_code(encoding: str, n_classes: int) -> tuple[float, float]:
 
 def _skip_draw(parallel: Tensor, n: int, scale: float, gen: torch.Generator) -> Tensor:
     """The standard-normal draw behind ``parallel`` (= draw * scale, shape (N_L, C)) for a
-    skip from a module of n units: the same draw if the sizes match, else a new one."""
+    skip from a module of n units: the same draw if the sizes match, else a new one.
+    """
     if parallel.shape[0] == n and scale > 0:
         return parallel / scale
     return torch.randn(n, parallel.shape[1], generator=gen)
@@ -152,7 +153,8 @@ class Recurrent(nn.Module):
 
     def chain_blocks(self) -> list[tuple[int, int, Coupling]]:
         """The non-zero blocks of the chain's matrix K, as (module fed, module read, coupling):
-        J_l on the diagonal, forward couplings below it, backward ones above."""
+        J_l on the diagonal, forward couplings below it, backward ones above.
+        """
         last = self.n_layers - 1
         blocks = [(l, l, self.J[l]) for l in range(self.n_layers)]
         blocks += [(l, l - 1, self.forward_couplings[l - 1]) for l in range(1, last + 1)]
@@ -332,7 +334,8 @@ class Network(nn.Module):
 
     def tie_w_back(self) -> None:
         """W_back (and its skips) <- the readout couplings' transpose, rescaled from the
-        readout strength to the feedback strength (the authors' ``symmetric_W``)."""
+        readout strength to the feedback strength (the authors' ``symmetric_W``).
+        """
         c = self.config
         if c.w_out_strength == 0:
             raise ValueError("symmetric_w_back needs network.w_out_strength > 0")

@@ -58,7 +58,8 @@ def fit_probe(
     batch_size: int = 256,
 ) -> ProbeResult:
     """Train a bias-free linear probe on (features, labels); the last epoch is reported (no
-    epoch is chosen on the test split)."""
+    epoch is chosen on the test split).
+    """
     X, y = train
     gen = torch.Generator().manual_seed(seed)
     probe = nn.Linear(X.shape[1], n_classes, bias=False)

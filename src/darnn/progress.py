@@ -8,7 +8,8 @@ from typing import Any
 
 def progress_bar(enabled: bool, epoch: int, epochs: int, total: int, initial: int) -> Any:
     """A live bar on a terminal; none in a log file (CI, nohup, SLURM), where `log_epoch`'s
-    one line per epoch is the progress output."""
+    one line per epoch is the progress output.
+    """
     from tqdm.auto import tqdm
 
     return tqdm(

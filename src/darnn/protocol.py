@@ -87,7 +87,8 @@ def code_readout_(net: Network, r: Tensor) -> Tensor:
 
 class Fields:
     """The fields of one batch's dynamics: ``fields(state, terms)`` codes the readout in
-    place, then returns (h_l for every module, h_out)."""
+    place, then returns (h_l for every module, h_out).
+    """
 
     def __init__(self, net: Network, drives: list[Tensor], t: Tensor) -> None:
         self.net, self.drives, self.t = net, drives, t
@@ -202,7 +203,8 @@ def relax_training(
     global_batch: int | None = None,
 ) -> ProtocolRelaxation:
     """The training dynamics of one batch (module doc). ``rows``/``global_batch``: this
-    data-parallel rank's samples of the global batch (update masks are drawn for all)."""
+    data-parallel rank's samples of the global batch (update masks are drawn for all).
+    """
     batch = x.shape[0] if global_batch is None else global_batch
     sweeper = _Sweeper(net, x, y, cfg, generator, masks, rows, batch)
     state = zero_state(net, x.shape[0])
@@ -252,7 +254,8 @@ def learn(
     net: Network, x: Tensor, y: Tensor, relaxed: ProtocolRelaxation, cfg: LearningConfig
 ) -> tuple[Tensor, Tensor]:
     """The local rule on a relaxed batch (twice with double update: J on the first fixed
-    point, the readout on the final one). Returns `local_rule`'s unstable mask and h_out."""
+    point, the readout on the final one). Returns `local_rule`'s unstable mask and h_out.
+    """
     x = batch_minor(x)
     if relaxed.first is None or not cfg.double_update:
         return local_rule(net, x, y, relaxed.final, cfg)

@@ -125,7 +125,8 @@ def restore_position(
 
 def read_resume_point(out: Path, config: RunConfig) -> Checkpoint | None:
     """The verified checkpoint of run ``out`` after checking ``config`` may continue it;
-    None for a run killed before its first checkpoint (it then starts over, identically)."""
+    None for a run killed before its first checkpoint (it then starts over, identically).
+    """
     if not (out / CONFIG_FILE).is_file():
         raise RunError(
             f"{out} is not a resumable run directory: it has no {CONFIG_FILE}. Start a "
@@ -170,7 +171,8 @@ def check_writable(out: Path) -> None:
 
 def record_resumption(out: Path, command: Sequence[str] | None) -> None:
     """Append this resumption to meta.json: called once the checkpoint, the data and the
-    network have all been checked, so a refused --resume leaves the directory as it was."""
+    network have all been checked, so a refused --resume leaves the directory as it was.
+    """
     rundir.record_resume(out, command)
 
 

@@ -32,7 +32,8 @@ _SENTENCE_END = re.compile(r"(?<!\bi\.e)(?<!\be\.g)\. ")
 
 def configs_root() -> Path | None:
     """The shipped ``configs`` folder: the package data of an installed wheel, else the
-    checkout's ``configs/`` (editable install, PYTHONPATH=src); None if neither exists."""
+    checkout's ``configs/`` (editable install, PYTHONPATH=src); None if neither exists.
+    """
     try:
         packaged = importlib.resources.files("darnn") / "configs"
     except (ModuleNotFoundError, TypeError):  # pragma: no cover - darnn is a package
@@ -74,7 +75,8 @@ def _candidate(base: Path | None, name: str) -> Path | None:
 
 def find(kind: str, name: str | os.PathLike[str]) -> Path:
     """The file ``name`` stands for: an existing path, ./configs/FOLDER/NAME.yaml, or the
-    shipped NAME. ConfigError naming what is available otherwise."""
+    shipped NAME. ConfigError naming what is available otherwise.
+    """
     text = os.fspath(name)
     if text and Path(text).is_file():
         return Path(text)

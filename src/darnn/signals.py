@@ -11,7 +11,8 @@ class StopSignals:
     """SIGINT (Ctrl-C) or SIGTERM (what SLURM and `kill` send) ask the loop to stop at the
     next batch boundary, where it saves a checkpoint. A second Ctrl-C aborts at once; a
     repeated SIGTERM does not (torchrun may deliver it twice; a scheduler's SIGKILL follows
-    its grace period anyway)."""
+    its grace period anyway).
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -39,7 +40,8 @@ class DeferredSignals:
     """While the block runs, SIGINT and SIGTERM are only recorded (``received``): the last
     writes of a finished run (model, plots) complete even when Ctrl-C is pressed again and
     again during shutdown, instead of a KeyboardInterrupt tearing through matplotlib or
-    the interpreter's finalisation. The previous handlers come back afterwards."""
+    the interpreter's finalisation. The previous handlers come back afterwards.
+    """
 
     def __init__(self) -> None:
         self.received: list[int] = []

@@ -176,7 +176,8 @@ def load_plan(
     device: str | None = None,
 ) -> Plan:
     """Read configs/bench/DATASET.yaml and resolve every method (command-line values win
-    over the ``quick`` section, which wins over the file's top level)."""
+    over the ``quick`` section, which wins over the file's top level).
+    """
     path = find_bench_file(dataset)
     where = f"bench file {path}"
     spec = read_bench_file(path, where)
@@ -259,7 +260,8 @@ def at_width(m: Method, width: int | None) -> Method:
 
 def match_baseline(m: Method, methods: list[Method], where: str) -> Method:
     """An mlp or probe with the darnn method it refers to checked (and an mlp's batch size
-    filled in)."""
+    filled in).
+    """
     if m.kind not in ("mlp", "probe"):
         return m
     key, ref = ("match", m.match) if m.kind == "mlp" else ("of", m.of)
@@ -346,7 +348,8 @@ def resolve_method(
 
 class DarnnMethods:
     """The darnn rows of one entry: its recipe with the entry's overrides, at the bench's
-    width, data and epochs, as itself, a variant, or one two-module chain per lambda."""
+    width, data and epochs, as itself, a variant, or one two-module chain per lambda.
+    """
 
     def __init__(self, name: str, entry: DarnnEntry, ctx: Context) -> None:
         self.name, self.entry, self.ctx = name, entry, ctx
@@ -385,7 +388,8 @@ class DarnnMethods:
 
     def sizing(self) -> tuple[tuple[int, ...], list[str]]:
         """The hidden sizes and the overrides that set them: the recipe's own, or the
-        bench's width split equally over the recipe's modules."""
+        bench's width split equally over the recipe's modules.
+        """
         ctx, layers = self.ctx, self.build([]).network.hidden
         candidates = (ctx.forced_hidden, self.entry.hidden, ctx.hidden)
         width = next((w for w in candidates if w is not None), None)

@@ -95,7 +95,8 @@ class Bench:
 
     def adopt(self, records: list[dict[str, Any]]) -> None:
         """Carry over what earlier runs of a resumed bench decided: each MLP's rate (chosen
-        on the first seed) and the darnn results an identical config may reuse."""
+        on the first seed) and the darnn results an identical config may reuse.
+        """
         for r in records:
             if r["kind"] == "mlp" and "lr_grid" in r:
                 self.tuned_lr[r["method"]] = r["lr"]
@@ -107,7 +108,8 @@ class Bench:
     # ----- darnn
     def run_darnn(self, method: Method, seed: int) -> dict[str, Any]:
         """Train one darnn run, or reuse the result of an identical config and seed (e.g.
-        a reference width that --quick or --hidden made equal to the main method's)."""
+        a reference width that --quick or --hidden made equal to the main method's).
+        """
         assert method.config is not None
         key = (config_digest(method.config), seed)
         if key in self.done:
@@ -245,7 +247,8 @@ class Bench:
 
     def run_probe(self, method: Method, seed: int) -> dict[str, Any]:
         """A linear probe on the states of the darnn run ``method.of`` of this seed (trained
-        first if the bench has not run it yet)."""
+        first if the bench has not run it yet).
+        """
         assert method.of is not None and method.state is not None
         target = self.plan.method(method.of)
         assert target.config is not None
@@ -342,7 +345,8 @@ def read_previous(out: Path, plan: Plan) -> list[dict[str, Any]]:
 def same_plan(stored: Any, wanted: Any) -> bool:
     """Does a stored plan (part) describe the wanted one? Keys the stored plan lacks are
     options added to darnn since it was written: at their defaults (the bench file did not
-    set them) they leave every run as it was."""
+    set them) they leave every run as it was.
+    """
     if isinstance(stored, dict) and isinstance(wanted, dict):
         return set(stored) <= set(wanted) and all(
             same_plan(v, wanted[k]) for k, v in stored.items()

@@ -107,7 +107,8 @@ class DarnnEntry:
 @dataclass(frozen=True)
 class MlpEntry:
     """A backprop MLP with as many parameters as the darnn method ``match`` (or, with
-    ``size: width``, as many hidden units: the authors' baseline)."""
+    ``size: width``, as many hidden units: the authors' baseline).
+    """
 
     kind: str = "mlp"
     activation: str = ""  # relu or sign
@@ -143,7 +144,8 @@ class PerceptronEntry:
 @dataclass(frozen=True)
 class ProbeEntry:
     """A bias-free linear probe (Adam, cross-entropy) on the states of a trained darnn
-    method ``of``: its last module or all modules side by side (darnn.probe)."""
+    method ``of``: its last module or all modules side by side (darnn.probe).
+    """
 
     kind: str = "probe"
     of: str = ""  # the darnn method whose trained network it reads

@@ -298,7 +298,8 @@ def per_class_subsample(y: np.ndarray, k: int, rng: np.random.Generator) -> np.n
 
 def standardize(splits: list[np.ndarray]) -> list[np.ndarray]:
     """Every split shifted and scaled by the first (training) split's per-feature mean and
-    standard deviation (a constant feature is only centred)."""
+    standard deviation (a constant feature is only centred).
+    """
     mean = splits[0].mean(axis=0, dtype=np.float64)
     std = splits[0].std(axis=0, dtype=np.float64)
     std[std == 0] = 1.0

@@ -216,7 +216,8 @@ def load_data(
     config: DataConfig, *, name: str | None = None, data_dir: str | None = None
 ) -> Dataset:
     """The data set a run config's data section describes (``name``/``data_dir`` replace
-    the config's)."""
+    the config's).
+    """
     try:
         return load_dataset(
             name or config.name,

@@ -207,7 +207,8 @@ def check_key(key: Any, fields: dict[str, dict[str, Any]], origin: str) -> tuple
 
 def range_param(key: str, entry: RangeEntry, annotation: Any, where: str) -> Param:
     """A range on a config key: an int range for an int key (or int bounds on an int-or-
-    float key), else a float range."""
+    float key), else a float range.
+    """
     kinds = numeric_kinds(annotation)
     if not kinds:
         raise SpaceError(

@@ -178,7 +178,8 @@ def transition_point(
     values: Sequence[float], fractions: Sequence[float], level: float = 0.5
 ) -> float:
     """First value where the converged fraction reaches `level` (linear interpolation);
-    nan if it never does."""
+    nan if it never does.
+    """
     pairs = sorted(zip(values, fractions))
     for (x0, y0), (x1, y1) in zip(pairs, pairs[1:]):
         if y0 < level <= y1:
@@ -214,7 +215,8 @@ def access_experiment(
     log: Log | None = None,
 ) -> list[AccessRow]:
     """Accessibility versus J_D (synchronous and asynchronous) and, for the two-module
-    chain at J_D = 0, versus lambda. Every cell is validated before any runs."""
+    chain at J_D = 0, versus lambda. Every cell is validated before any runs.
+    """
     plan: list[tuple[str, str, int]] = []
     for sizes, model, schedules in (
         (sync_sizes, "single", ("synchronous",)),

@@ -68,7 +68,8 @@ _strings = _comma_list(str.strip, "names")
 
 class _Options:
     """Adds options to one subcommand whose dest and default are a parameter of its
-    experiment function."""
+    experiment function.
+    """
 
     def __init__(self, parser: argparse.ArgumentParser, experiment: Callable[..., Any]) -> None:
         self.parser = parser

@@ -35,7 +35,8 @@ DEFAULT_CHUNK = 2**16  # states per enumeration chunk (a few MB at N = 24)
 
 def annealed_complexity(j_d: float, kappa: float = 0.0) -> float:
     """Annealed complexity ln 2 + ln Phi(J_D - kappa), the N -> inf growth rate of the
-    expected number of fixed points (docs/model.md#annealed-complexity)."""
+    expected number of fixed points (docs/model.md#annealed-complexity).
+    """
     return math.log(2.0) + float(log_ndtr(j_d - kappa))
 
 
@@ -70,7 +71,8 @@ def index_to_states(index: Tensor, n: int) -> Tensor:
 
 def _chunk_bits(n: int, chunk: int) -> int:
     """log2 of the states per chunk: the largest power of two <= chunk (at least 2), at
-    most 2^n."""
+    most 2^n.
+    """
     check_count("chunk", chunk, minimum=1)
     return min(n, max(1, chunk.bit_length() - 1))
 
@@ -225,7 +227,8 @@ MAX_ENUMERATION_WORK = 1e14
 
 def check_work(sizes: Sequence[int], n_samples: int, grid: int) -> None:
     """ValueError when the enumeration's work (every state's N fields, one comparison per
-    (J_D, kappa) and unit, for every sample and size) exceeds MAX_ENUMERATION_WORK."""
+    (J_D, kappa) and unit, for every sample and size) exceeds MAX_ENUMERATION_WORK.
+    """
     work = n_samples * sum(2.0 ** min(n, 1024) * n * (n + grid) for n in sizes)
     if work > MAX_ENUMERATION_WORK:
         raise ValueError(

@@ -178,7 +178,8 @@ def geometry_experiment(
     log: Log | None = None,
 ) -> GeometryResult:
     """Overlaps and return fractions on one J (same for every J_D) of n units; at most
-    `n_bases` reached fixed points are perturbed per J_D."""
+    `n_bases` reached fixed points are perturbed per J_D.
+    """
     check_count("n", n, minimum=2)
     check_values("j_d_values", j_d_values)
     check_count("n_starts", n_starts, minimum=2)

@@ -177,7 +177,8 @@ def _draw_overlaps(result: GeometryResult, ax: Any, colors: dict[float, Any]) ->
 
 def _draw_returns(result: GeometryResult, ax1: Any, ax2: Any, colors: dict[float, Any]) -> None:
     """After d flips from a fixed point: the fraction back within r*d (ax1), and how far
-    the new fixed point lies, relative to d (ax2, at the smallest radius)."""
+    the new fixed point lies, relative to d (ax2, at the smallest radius).
+    """
     radii = sorted({r.radius for r in result.returns})
     styles = dict(zip(radii, ["o:", "s--", "^-", "v-.", "d-"]))
 
