@@ -48,8 +48,9 @@ C = TypeVar("C")
 
 
 def _plain_numbers(config: object) -> None:
-    """Store numpy scalars of a frozen config as Python int / float, so every door (API,
-    estimator, YAML) gives equal configs that serialise to YAML and JSON.
+    """Store numpy scalars of a frozen config as Python int / float.
+
+    So every door (API, estimator, YAML) gives equal configs that serialise to YAML and JSON.
     """
     for field in dataclasses.fields(config):  # type: ignore[arg-type]
         value = getattr(config, field.name)
@@ -63,8 +64,9 @@ def _plain_numbers(config: object) -> None:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Architecture and initial scales (docs/model.md#the-deep-network); sizes of input and
-    readout come from data.
+    """Architecture and initial scales (docs/model.md#the-deep-network).
+
+    The sizes of input and readout come from the data.
 
     Field defaults: recipe A's scales (docs/model.md#recipe-a) on one dense module of 1000
     units, the base a recipe file starts from. The default recipe (``darnn train``,

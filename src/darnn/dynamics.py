@@ -138,8 +138,10 @@ def _sparse(net: Recurrent) -> bool:
 def chunk_size(
     net: Recurrent, schedule: str = "synchronous", device: torch.device | str = "cpu"
 ) -> int | None:
-    """Samples per chunk when a batch is relaxed (or evaluated) piece by piece, or None
-    for the whole batch at once. The one place that decides it (`relax`, `evaluate`):
+    """Samples per chunk when a batch is relaxed (or evaluated) piece by piece.
+
+    None means the whole batch at once. The one place that decides it (`relax`,
+    `evaluate`):
 
     * only on the CPU, where a chunk's states and fields then stay in cache between the
       sweeps; an accelerator wants the whole batch;
@@ -299,8 +301,9 @@ def _starting_fields(
     states: Sequence[Tensor] | None,
     internal: Sequence[Tensor] | None,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
-    """(states, total fields, the given internal fields or None) to start the sweeps from,
-    batch-minor copies the sweeps may overwrite.
+    """The (states, total fields, given internal fields or None) the sweeps start from.
+
+    Batch-minor copies that the sweeps may overwrite.
     """
     s = [torch.zeros_like(e) for e in ext] if states is None else [_copy_bm(t) for t in states]
     if internal is not None:
@@ -346,7 +349,8 @@ class _WorkingSet:
         self.may_compact = self.sync and not trace
 
     def unstable(self) -> Tensor | None:
-        """The mask of working samples the next sweep must update (counting that sweep);
+        """The mask of working samples the next sweep must update (counting that sweep).
+
         None once every sample has settled.
         """
         active = _unstable_counts(self.s, self.h, scratch=self.scratch) > 0
@@ -360,8 +364,9 @@ class _WorkingSet:
         return active
 
     def compact(self, active: Tensor) -> Tensor:
-        """Keep only the active rows (padded with settled ones to the alignment, which
-        never change); returns the mask of the new working set.
+        """Keep only the active rows; returns the mask of the new working set.
+
+        The rows are padded with settled ones to the alignment (those never change).
         """
         self.done = _write_rows(self.done, self.idx, [*self.s, *self.h, self.sweeps.view(-1, 1)])
         keep = active.nonzero().squeeze(1)
@@ -399,7 +404,8 @@ def _write_rows(done: list[Tensor] | None, idx: Tensor | None, work: list[Tensor
 
 
 def _take(xs: list[Tensor], keep: Tensor) -> list[Tensor]:
-    """Rows `keep` of batch-minor tensors: a gather of columns of their (N, B) storage,
-    so the result is batch-minor again.
+    """Rows ``keep`` of batch-minor tensors, batch-minor again.
+
+    A gather of columns of their (N, B) storage.
     """
     return [x.T.index_select(1, keep).T for x in xs]

@@ -52,6 +52,7 @@ class EpochCounters:
     train_time: float = 0.0
 
     def add(self, stats: StepStats) -> None:
+        """Count one batch's statistics."""
         b = stats.batch_size
         self.seen += b
         self.correct = self.correct + stats.correct
@@ -60,9 +61,11 @@ class EpochCounters:
         self.sweeps = self.sweeps + stats.free_sweeps
 
     def to_state(self) -> dict[str, float]:
+        """The counters as plain floats (what a checkpoint stores)."""
         return {k: float(v) for k, v in dataclasses.asdict(self).items()}
 
     def fraction(self, name: str) -> float:
+        """Counter ``name`` per sample seen, e.g. ``fraction("correct")``: training accuracy."""
         return float(getattr(self, name)) / max(self.seen, 1)
 
 
@@ -81,12 +84,29 @@ def fit_epoch(
     step: Callable[..., StepStats] = learning_step,
     after_batch: Callable[[int, EpochCounters], bool] | None = None,
 ) -> tuple[EpochCounters, int]:
-    """Batches ``start_batch``, ``start_batch + 1``, ... of the epoch whose sample order is
-    ``order`` (a permutation of the rows of X), one `learning_step` each.
+    """Train one epoch (or its rest): one `learning_step` per batch, in place.
 
-    after_batch(batches_done, counters) is called after every batch; returning True stops
-    the epoch there. ``step`` is `learning_step` or its data-parallel form
-    (darnn.distributed). Returns the counters and the number of batches done.
+    Runs batches ``start_batch``, ``start_batch + 1``, ... of the epoch whose sample order
+    is ``order``.
+
+    Args:
+        net: The network, updated in place.
+        X: (n, D) features.
+        y: (n,) int64 labels in 0..C-1.
+        cfg: The learning config.
+        batch_size: Samples per batch (the last batch may be smaller).
+        order: (n,) permutation of the rows of X.
+        generator: Stream of the dynamics' random draws (asynchronous schedule, stochastic
+            sweeps); `seeded_generators` gives the one `darnn train` uses.
+        start_batch: First batch to run (resuming inside an epoch).
+        counters: Counters to add to (resuming), else new ones.
+        threads: CPU threads (None: decided by work size, see `threads_for`).
+        step: `learning_step` or its data-parallel form (darnn.distributed).
+        after_batch: Called as ``after_batch(batches_done, counters)`` after every batch;
+            returning True stops the epoch there.
+
+    Returns:
+        The counters and the number of batches done.
     """
     counters = EpochCounters() if counters is None else counters
     n_batches = -(-len(order) // batch_size)

@@ -261,7 +261,8 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _check_representable(self, X: np.ndarray, dtype: torch.dtype) -> None:
-        """X (finite float64, from validate_data) must also be finite in the network's dtype:
+        """Check that X (finite float64, from validate_data) is finite in the network's dtype.
+
         1e39 is a float64 but an infinity in float32, which would silently give NaN weights.
         """
         if dtype == torch.float32 and X.size:
@@ -345,8 +346,10 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         return torch.as_tensor(idx, dtype=torch.int64, device=self.network_.device)
 
     def _seed(self) -> int:
-        """An integer random_state is the seed itself, as ``train.seed`` is for ``darnn train``
-        (same data, config and seed: same weights through either door).
+        """The seed: an integer random_state is the seed itself.
+
+        As ``train.seed`` is for ``darnn train`` (same data, config and seed: same weights
+        through either door).
         """
         state = self.random_state
         if isinstance(state, (int, np.integer)):  # in [0, 2**64): _parameter_constraints
@@ -391,6 +394,14 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
 
     def predict(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Predicted class of each row of X: the argmax of `decision_function`.
+
+        Args:
+            X: (n_samples, n_features) array-like, scaled as the training data was.
+
+        Returns:
+            (n_samples,) array of labels from ``classes_``.
+        """
         scores = self.decision_function(X)
         idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
         return self.classes_[idx]

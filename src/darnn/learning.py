@@ -69,8 +69,9 @@ def _local_rule(
     readout_in: Tensor,
     h_out: Tensor,
 ) -> Tensor:
-    """`local_rule` with the readout learning from ``readout_in`` (s* or the label-free
-    state) whose pre-update readout is h_out; returns the mask as 0/1 floats.
+    """`local_rule` with the readout learning from ``readout_in``; returns the mask as 0/1.
+
+    ``readout_in`` is s* or the label-free state, whose pre-update readout is h_out.
     """
     c = net.config
     batch = x.shape[0]
@@ -119,8 +120,11 @@ def two_phase(
     cfg: LearningConfig,
     generator: torch.Generator | None = None,
 ) -> tuple[list[Tensor], Relaxation]:
-    """Warm-up, clamped and free phases from s = 0. Returns the input drives and the free
-    phase's outcome (its fields are the free fields at s*, label excluded).
+    """Warm-up, clamped and free phases from s = 0.
+
+    Returns:
+        The input drives and the free phase's outcome (its fields are the free fields at
+        s*, label excluded).
     """
     drives, phases = three_phases(net, x, y, cfg, generator)
     return drives, phases[-1]
@@ -206,8 +210,10 @@ def label_free_state(
     cfg: LearningConfig,
     generator: torch.Generator | None = None,
 ) -> Tensor | None:
-    """The last module's state that prediction would read for these input drives, when the
-    readout learns from it (``cfg.readout_state == "eval"``); None when it learns from s*.
+    """The last module's state that prediction would read for these input drives.
+
+    Computed when the readout learns from it (``cfg.readout_state == "eval"``); None when
+    it learns from s*.
     """
     if cfg.readout_state == "free":
         return None
@@ -241,9 +247,11 @@ def learn_relaxed(
     cfg: LearningConfig,
     readout_in: Tensor | None = None,
 ) -> StepStats:
-    """The local rule on a batch whose free phase ended in ``states`` with free ``fields``
-    (``converged``, ``sweeps``: per sample), and the step's statistics. ``readout_in``: the
-    state the readout learns from if not s* (see `label_free_state`).
+    """The local rule on a relaxed batch, and the step's statistics.
+
+    The batch's free phase ended in ``states`` with free ``fields`` (``converged``,
+    ``sweeps``: per sample). ``readout_in``: the state the readout learns from if not s*
+    (see `label_free_state`).
     """
     pre_out = states[-1] if readout_in is None else readout_in
     h_out = net.readout(pre_out)  # before W_out changes

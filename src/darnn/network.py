@@ -42,8 +42,10 @@ def label_code(encoding: str, n_classes: int) -> tuple[float, float]:
 
 
 def _skip_draw(parallel: Tensor, n: int, scale: float, gen: torch.Generator) -> Tensor:
-    """The standard-normal draw behind ``parallel`` (= draw * scale, shape (N_L, C)) for a
-    skip from a module of n units: the same draw if the sizes match, else a new one.
+    """The standard-normal draw for a skip from a module of n units.
+
+    ``parallel`` is draw * scale, shape (N_L, C): the skip reuses the same draw if the
+    sizes match, else draws a new one.
     """
     if parallel.shape[0] == n and scale > 0:
         return parallel / scale
@@ -115,12 +117,13 @@ class Recurrent(nn.Module):
 
     @property
     def n_layers(self) -> int:
+        """Number of modules L."""
         return len(self.sizes)
 
     def layer_total_field_(
         self, l: int, states: Sequence[Tensor], external: Tensor | None, out: Tensor
     ) -> Tensor:
-        """out <- external + internal field of module l at `states`, in place; returns out.
+        """Set ``out`` to external + internal field of module l at `states`; returns out.
 
         The one place the field is computed (every schedule and `internal_fields` use it):
         J_D s and the external field in one pass, then every product accumulates into out.
@@ -142,17 +145,19 @@ class Recurrent(nn.Module):
         return self.layer_total_field_(l, states, None, torch.empty_like(states[l]))
 
     def internal_fields(self, states: Sequence[Tensor]) -> list[Tensor]:
+        """Internal fields (everything but the external drive) of every module at `states`."""
         return [self.layer_field(l, states) for l in range(self.n_layers)]
 
     def total_fields_(
         self, states: Sequence[Tensor], external: Sequence[Tensor], out: Sequence[Tensor]
     ) -> None:
-        """out <- external + internal fields at `states`, in place: the dynamics' inner loop."""
+        """Set each ``out`` to external + internal fields at `states`: the inner loop."""
         for l, (e, h) in enumerate(zip(external, out)):
             self.layer_total_field_(l, states, e, h)
 
     def chain_blocks(self) -> list[tuple[int, int, Coupling]]:
-        """The non-zero blocks of the chain's matrix K, as (module fed, module read, coupling):
+        """The non-zero blocks of the chain's matrix K, as (module fed, module read, coupling).
+
         J_l on the diagonal, forward couplings below it, backward ones above.
         """
         last = self.n_layers - 1
@@ -333,8 +338,10 @@ class Network(nn.Module):
         return float(self.sizes[l - 1] if kind == "gaussian" else self.config.inter_fan_in)
 
     def tie_w_back(self) -> None:
-        """W_back (and its skips) <- the readout couplings' transpose, rescaled from the
-        readout strength to the feedback strength (the authors' ``symmetric_W``).
+        """Set W_back (and its skips) to the readout couplings' transpose, rescaled.
+
+        The rescaling goes from the readout strength to the feedback strength (the authors'
+        ``symmetric_W``).
         """
         c = self.config
         if c.w_out_strength == 0:
@@ -351,14 +358,17 @@ class Network(nn.Module):
     # ----- structure -------------------------------------------------------------
     @property
     def sizes(self) -> tuple[int, ...]:
+        """Units per module, (N_1, ..., N_L)."""
         return self.recurrent.sizes
 
     @property
     def device(self) -> torch.device:
+        """The device every weight lives on."""
         return self.w_back.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The floating dtype of every weight."""
         return self.w_back.dtype
 
     def to_format(self, fmt: str) -> Network:
@@ -396,5 +406,6 @@ class Network(nn.Module):
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the network's parameters and buffers."""
         tensors = [*self.parameters(), *self.buffers()]
         return sum(t.numel() * t.element_size() for t in tensors)

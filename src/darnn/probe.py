@@ -40,6 +40,8 @@ def representation(
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """Accuracies of a fitted probe on each split, and the epochs it trained."""
+
     val_acc: float
     test_acc: float
     train_acc: float
@@ -57,8 +59,9 @@ def fit_probe(
     lr: float = 1e-3,
     batch_size: int = 256,
 ) -> ProbeResult:
-    """Train a bias-free linear probe on (features, labels); the last epoch is reported (no
-    epoch is chosen on the test split).
+    """Train a bias-free linear probe on (features, labels).
+
+    The last epoch is reported (no epoch is chosen on the test split).
     """
     X, y = train
     gen = torch.Generator().manual_seed(seed)

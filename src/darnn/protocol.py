@@ -66,6 +66,7 @@ class State:
     readout: Tensor
 
     def clone(self) -> State:
+        """A deep copy (every tensor cloned)."""
         return State([s.clone() for s in self.modules], self.readout.clone())
 
 
@@ -80,20 +81,23 @@ class ProtocolRelaxation:
 
 
 def code_readout_(net: Network, r: Tensor) -> Tensor:
-    """r <- e(r) in place: -1 -> off, v -> v * on (the authors' in-place coding)."""
+    """Code the readout in place, r = e(r): -1 -> off, v -> v * on (the authors' coding)."""
     off, on = net.label_code[0], net.label_code[1]
     return torch.where(r == -1, off, r * on, out=r)
 
 
 class Fields:
-    """The fields of one batch's dynamics: ``fields(state, terms)`` codes the readout in
-    place, then returns (h_l for every module, h_out).
+    """The fields of one batch's dynamics.
+
+    ``fields(state, terms)`` codes the readout in place, then returns (h_l for every
+    module, h_out).
     """
 
     def __init__(self, net: Network, drives: list[Tensor], t: Tensor) -> None:
         self.net, self.drives, self.t = net, drives, t
 
     def __call__(self, state: State, terms: Terms) -> tuple[list[Tensor], Tensor]:
+        """(h_l for every module (B, N_l), h_out (B, C)) at ``state`` with ``terms`` on."""
         code_readout_(self.net, state.readout)
         net, rec, s, r = self.net, self.net.recurrent, state.modules, state.readout
         last = len(net.sizes) - 1
@@ -186,6 +190,7 @@ class _Sweeper:
 
 
 def zero_state(net: Network, batch: int) -> State:
+    """Every module and the readout at 0: where the protocol's dynamics start."""
     modules = [torch.zeros(batch, n, dtype=net.dtype, device=net.device) for n in net.sizes]
     readout = torch.zeros(batch, net.n_classes, dtype=net.dtype, device=net.device)
     return State(modules, readout)
@@ -202,8 +207,10 @@ def relax_training(
     rows: Tensor | None = None,
     global_batch: int | None = None,
 ) -> ProtocolRelaxation:
-    """The training dynamics of one batch (module doc). ``rows``/``global_batch``: this
-    data-parallel rank's samples of the global batch (update masks are drawn for all).
+    """The training dynamics of one batch (see the module's docstring).
+
+    ``rows``/``global_batch``: this data-parallel rank's samples of the global batch
+    (update masks are drawn for all).
     """
     batch = x.shape[0] if global_batch is None else global_batch
     sweeper = _Sweeper(net, x, y, cfg, generator, masks, rows, batch)
@@ -253,8 +260,10 @@ def predict(
 def learn(
     net: Network, x: Tensor, y: Tensor, relaxed: ProtocolRelaxation, cfg: LearningConfig
 ) -> tuple[Tensor, Tensor]:
-    """The local rule on a relaxed batch (twice with double update: J on the first fixed
-    point, the readout on the final one). Returns `local_rule`'s unstable mask and h_out.
+    """The local rule on a relaxed batch; returns `local_rule`'s unstable mask and h_out.
+
+    With double update it applies twice: J on the first fixed point, the readout on the
+    final one.
     """
     x = batch_minor(x)
     if relaxed.first is None or not cfg.double_update:

@@ -40,6 +40,7 @@ TEST_STEMS = ("test", "validation")
 
 
 def is_features_name(name: str) -> bool:
+    """Whether ``name`` is a feature-set name (``features:PATH`` or ``hf:ID``)."""
     return name.startswith(("features:", "hf:"))
 
 
@@ -297,8 +298,9 @@ def per_class_subsample(y: np.ndarray, k: int, rng: np.random.Generator) -> np.n
 
 
 def standardize(splits: list[np.ndarray]) -> list[np.ndarray]:
-    """Every split shifted and scaled by the first (training) split's per-feature mean and
-    standard deviation (a constant feature is only centred).
+    """Every split shifted and scaled by the first (training) split's statistics.
+
+    The per-feature mean and standard deviation; a constant feature is only centred.
     """
     mean = splits[0].mean(axis=0, dtype=np.float64)
     std = splits[0].std(axis=0, dtype=np.float64)
@@ -307,14 +309,14 @@ def standardize(splits: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def gaussian_projection(splits: list[np.ndarray], dim: int, seed: int) -> list[np.ndarray]:
-    """x ↦ x R, R ∈ ℝ^{D×dim} with entries G/√D from ``numpy.random.default_rng(seed)``."""
+    """Project every split, x ↦ x R: R ∈ ℝ^{D×dim}, entries G/√D from ``default_rng(seed)``."""
     d = splits[0].shape[1]
     R = (np.random.default_rng(seed).standard_normal((d, dim)) / np.sqrt(d)).astype(np.float32)
     return [part @ R for part in splits]
 
 
 def sign(splits: list[np.ndarray]) -> list[np.ndarray]:
-    """sign(x) in {−1, +1}, sign(0) = +1 (darnn's convention everywhere)."""
+    """The sign of every split, in {−1, +1}, +1 at 0 (darnn's convention everywhere)."""
     return [np.where(part >= 0, np.float32(1.0), np.float32(-1.0)) for part in splits]
 
 

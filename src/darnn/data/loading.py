@@ -215,8 +215,9 @@ def load_dataset(
 def load_data(
     config: DataConfig, *, name: str | None = None, data_dir: str | None = None
 ) -> Dataset:
-    """The data set a run config's data section describes (``name``/``data_dir`` replace
-    the config's).
+    """The data set a run config's data section describes.
+
+    ``name`` and ``data_dir``, when given, replace the config's.
     """
     try:
         return load_dataset(

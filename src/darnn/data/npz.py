@@ -105,9 +105,10 @@ def load_npz(path: Path) -> RawData:
 
 
 def check_declared_sizes(path: Path) -> None:
-    """Refuse, before numpy allocates anything, an archive member whose .npy header claims
-    more data than the member holds (a 10^12 x 1000 shape in a few bytes): numpy allocates
-    the header's shape before reading.
+    """Refuse an archive member whose .npy header claims more data than the member holds.
+
+    Checked before numpy allocates anything (a 10^12 x 1000 shape in a few bytes): numpy
+    allocates the header's shape before reading.
     """
     try:
         with zipfile.ZipFile(path) as archive:

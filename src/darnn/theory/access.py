@@ -1,5 +1,6 @@
-"""Dynamical accessibility (docs/model.md#accessibility): how often, and how fast, simple
-dynamics reach a fixed point from random starts.
+"""Dynamical accessibility (docs/model.md#accessibility).
+
+How often, and how fast, simple dynamics reach a fixed point from random starts.
 
 One module versus its self-coupling J_D, and a two-module chain at J_D = 0 versus the
 inter-module lambda, with `darnn.dynamics.relax` and any of its schedules.
@@ -177,8 +178,9 @@ def _two_cycles(
 def transition_point(
     values: Sequence[float], fractions: Sequence[float], level: float = 0.5
 ) -> float:
-    """First value where the converged fraction reaches `level` (linear interpolation);
-    nan if it never does.
+    """First value where the converged fraction reaches `level` (linear interpolation).
+
+    NaN if it never does.
     """
     pairs = sorted(zip(values, fractions))
     for (x0, y0), (x1, y1) in zip(pairs, pairs[1:]):
@@ -214,8 +216,10 @@ def access_experiment(
     memory_budget: float = MEMORY_BUDGET,
     log: Log | None = None,
 ) -> list[AccessRow]:
-    """Accessibility versus J_D (synchronous and asynchronous) and, for the two-module
-    chain at J_D = 0, versus lambda. Every cell is validated before any runs.
+    """Accessibility versus J_D, and versus lambda for the two-module chain at J_D = 0.
+
+    J_D with the synchronous and asynchronous schedules. Every cell is validated before
+    any runs.
     """
     plan: list[tuple[str, str, int]] = []
     for sizes, model, schedules in (

@@ -67,8 +67,9 @@ _strings = _comma_list(str.strip, "names")
 
 
 class _Options:
-    """Adds options to one subcommand whose dest and default are a parameter of its
-    experiment function.
+    """Add options to one subcommand, each a parameter of its experiment function.
+
+    The option's dest and default are the parameter's name and default.
     """
 
     def __init__(self, parser: argparse.ArgumentParser, experiment: Callable[..., Any]) -> None:

@@ -76,7 +76,7 @@ def random_states(batch: int, n: int, generator: torch.Generator, dtype: torch.d
 
 
 def overlaps(a: Tensor, b: Tensor | None = None) -> Tensor:
-    """q = (1/N) s . s': row by row for (a, b); for a alone, every pair i < j of its rows."""
+    """Overlaps q = (1/N) s . s': row by row for (a, b); for a alone, every pair i < j."""
     n = a.shape[1]
     if b is not None:
         return (a * b).sum(dim=1) / n

@@ -34,8 +34,10 @@ DEFAULT_CHUNK = 2**16  # states per enumeration chunk (a few MB at N = 24)
 
 
 def annealed_complexity(j_d: float, kappa: float = 0.0) -> float:
-    """Annealed complexity ln 2 + ln Phi(J_D - kappa), the N -> inf growth rate of the
-    expected number of fixed points (docs/model.md#annealed-complexity).
+    """Annealed complexity ln 2 + ln Phi(J_D - kappa).
+
+    The N -> inf growth rate of the expected number of fixed points
+    (docs/model.md#annealed-complexity).
     """
     return math.log(2.0) + float(log_ndtr(j_d - kappa))
 
@@ -70,8 +72,9 @@ def index_to_states(index: Tensor, n: int) -> Tensor:
 
 
 def _chunk_bits(n: int, chunk: int) -> int:
-    """log2 of the states per chunk: the largest power of two <= chunk (at least 2), at
-    most 2^n.
+    """The log2 of the states per chunk.
+
+    The largest power of two <= chunk (at least 2), at most 2^n.
     """
     check_count("chunk", chunk, minimum=1)
     return min(n, max(1, chunk.bit_length() - 1))
@@ -120,8 +123,9 @@ def _low_states(bits: int) -> Tensor:
 
 
 def _min_stabilities(J0: Tensor, external: Tensor | None, bits: int) -> Iterator[Tensor]:
-    """For every state in index order, m(s) = min_i s_i (sum_{j!=i} J_ij s_j + ext_i),
-    in chunks of 2^bits states.
+    """Yield m(s) = min_i s_i (sum_{j!=i} J_ij s_j + ext_i) for every state in index order.
+
+    In chunks of 2^bits states.
 
     With s_i = +-1, s_i h_i = s_i (x_i + J_D s_i) = s_i x_i + J_D (exactly in floating
     point too), and fl(. + J_D) is monotone, so "s_i h_i > kappa for all i" is exactly
@@ -153,8 +157,9 @@ def enumerate_fixed_points(
     limit: int = 10_000,
     memory_budget: float = MEMORY_BUDGET,
 ) -> Enumeration:
-    """Exactly count the s in {-1,+1}^N with s_i h_i > kappa for every i (strict), where
-    h_i = sum_{j!=i} J_ij s_j + J_D s_i + external_i; the diagonal of J is ignored.
+    """Exactly count the s in {-1,+1}^N with s_i h_i > kappa for every i (strict).
+
+    Here h_i = sum_{j!=i} J_ij s_j + J_D s_i + external_i; the diagonal of J is ignored.
 
     Vectorised over chunks of `chunk` states (float64, memory bounded by the chunk).
     return_states: also return the first `limit` fixed points (index order, see
@@ -226,8 +231,10 @@ MAX_ENUMERATION_WORK = 1e14
 
 
 def check_work(sizes: Sequence[int], n_samples: int, grid: int) -> None:
-    """ValueError when the enumeration's work (every state's N fields, one comparison per
-    (J_D, kappa) and unit, for every sample and size) exceeds MAX_ENUMERATION_WORK.
+    """Raise ValueError when the enumeration's work exceeds MAX_ENUMERATION_WORK.
+
+    The work: every state's N fields, one comparison per (J_D, kappa) and unit, for every
+    sample and size.
     """
     work = n_samples * sum(2.0 ** min(n, 1024) * n * (n + grid) for n in sizes)
     if work > MAX_ENUMERATION_WORK:

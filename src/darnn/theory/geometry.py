@@ -1,6 +1,8 @@
-"""Geometry of the reached fixed points (docs/model.md#geometry): their mutual overlaps, and
-whether a start at Hamming distance d from one relaxes to a fixed point within distance r*d of it
-(a dense, connected set) or back to it (an isolated attractor) or far away.
+"""Geometry of the reached fixed points (docs/model.md#geometry).
+
+Their mutual overlaps, and whether a start at Hamming distance d from one relaxes to a fixed
+point within distance r*d of it (a dense, connected set) or back to it (an isolated
+attractor) or far away.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class ReturnRow:
 
 @dataclass(frozen=True)
 class GeometryResult:
+    """Result of `geometry_experiment`: overlap rows, return rows, reached fractions."""
+
     overlaps: list[OverlapRow]
     returns: list[ReturnRow]
     reached: dict[float, float]  # J_D -> fraction of random starts that reached a fixed point
@@ -121,8 +125,10 @@ def return_fractions(
     max_sweeps: int = MAX_SWEEPS,
     generator: torch.Generator,
 ) -> list[ReturnRow]:
-    """For each d: flip d random units of each fixed point (`trials` times), relax, and
-    measure how often the run ends at a fixed point within r*d of that fixed point s*.
+    """How often a fixed point s* perturbed by d flips relaxes to one within r*d of s*.
+
+    For each d: flip d random units of each fixed point (`trials` times), relax, and
+    measure how often the run ends at a fixed point within r*d of s*.
 
     A dense cluster keeps nearby starts near (r = 1 succeeds, r = 0 need not); an
     isolated fixed point either pulls them back (r = 0) or loses them.
@@ -177,8 +183,9 @@ def geometry_experiment(
     memory_budget: float = MEMORY_BUDGET,
     log: Log | None = None,
 ) -> GeometryResult:
-    """Overlaps and return fractions on one J (same for every J_D) of n units; at most
-    `n_bases` reached fixed points are perturbed per J_D.
+    """Overlaps and return fractions on one J of n units (the same J for every J_D).
+
+    At most `n_bases` reached fixed points are perturbed per J_D.
     """
     check_count("n", n, minimum=2)
     check_values("j_d_values", j_d_values)

@@ -21,7 +21,7 @@ from .geometry import GeometryResult
 
 
 def _colors(name: str, k: int, top: float = 0.9) -> list[Any]:
-    """k colours from a matplotlib colormap (imported on use, like the figures)."""
+    """The first k colours of a matplotlib colormap (imported on use, like the figures)."""
     import matplotlib
 
     return list(matplotlib.colormaps[name](np.linspace(0, top, k)))
@@ -176,8 +176,9 @@ def _draw_overlaps(result: GeometryResult, ax: Any, colors: dict[float, Any]) ->
 
 
 def _draw_returns(result: GeometryResult, ax1: Any, ax2: Any, colors: dict[float, Any]) -> None:
-    """After d flips from a fixed point: the fraction back within r*d (ax1), and how far
-    the new fixed point lies, relative to d (ax2, at the smallest radius).
+    """Draw, after d flips from a fixed point, the fraction back within r*d (ax1).
+
+    And how far the new fixed point lies, relative to d (ax2, at the smallest radius).
     """
     radii = sorted({r.radius for r in result.returns})
     styles = dict(zip(radii, ["o:", "s--", "^-", "v-.", "d-"]))
