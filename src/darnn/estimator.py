@@ -397,7 +397,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         """Predicted class of each row of X: the argmax of `decision_function`.
 
         Args:
-            X: (n_samples, n_features) array-like, scaled as the training data was.
+            X (array-like): Shape (n_samples, n_features), scaled as the training data was.
 
         Returns:
             (n_samples,) array of labels from ``classes_``.
