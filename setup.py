@@ -1,7 +1,9 @@
-"""Packaging that pyproject.toml cannot say alone: the checkout's configs/ folder ships inside
-the package as darnn/configs (recipes, bench files, sweep spaces), read at run time with
-importlib.resources (darnn.shipped). configs/ stays the one source: nothing is copied in the
-tree; an editable install reads configs/ where it is."""
+"""Packaging that pyproject.toml cannot say alone: configs/ ships inside the package.
+
+The checkout's configs/ folder (recipes, bench files, sweep spaces) becomes darnn/configs in
+the wheel, read at run time with importlib.resources (darnn.shipped). configs/ stays the one
+source: nothing is copied in the tree; an editable install reads configs/ where it is.
+"""
 
 from pathlib import Path
 

@@ -102,6 +102,13 @@ def add_train(commands: Any) -> None:
     p.add_argument("--seed", type=int, help="= train.seed")
     p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also write TensorBoard events to RUN_DIR/tensorboard (= train.tensorboard=true; "
+        "needs the tensorboard extra)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -131,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed, runconfig, rundir, shipped, training
 
     options = {
-        "train": {"device": args.device, "seed": args.seed},
+        "train": {"device": args.device, "seed": args.seed, "tensorboard": args.tensorboard},
         "data": {"data_dir": args.data_dir},
     }
     settings = {

@@ -40,6 +40,7 @@ RESUMABLE_KEYS = (
     "train.device",
     "train.threads",
     "train.dist_timeout",
+    "train.tensorboard",
     "train.eval_batch_size",
     "train.checkpoint_every",
     "data.data_dir",
@@ -120,6 +121,7 @@ class TrainConfig:
     probe_size: int = 256  # fixed training samples on which field statistics are measured
     threads: int | None = None  # CPU threads (None: OMP_NUM_THREADS, else by work size)
     dist_timeout: float = 300.0  # seconds a torchrun rank waits for the others, then fails
+    tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard
 
     def __post_init__(self) -> None:
         check_loop_params(self.epochs, self.batch_size, self.device, self.dtype, self.threads)
@@ -275,7 +277,8 @@ def parse_yaml(text: str, origin: str) -> Any:
 
 def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
     """Values in ``value`` with shared (aliased) parts counted once per use, in time
-    proportional to the distinct parts; a self-referencing alias counts as too many."""
+    proportional to the distinct parts; a self-referencing alias counts as too many.
+    """
     if not isinstance(value, (dict, list)):
         return 1
     key = id(value)
@@ -349,7 +352,8 @@ def changed_keys(old: dict[str, dict[str, Any]], new: RunConfig) -> list[str]:
     """``section.key`` entries where ``new`` differs from the plain-data config ``old``.
 
     A key ``old`` lacks is an option added to darnn since ``old`` was written: it counts as
-    unchanged while ``new`` holds its default (defaults keep earlier behaviour)."""
+    unchanged while ``new`` holds its default (defaults keep earlier behaviour).
+    """
     now = new.to_dict()
     defaults = {name: to_dict(cls()) for name, cls in _SECTIONS.items()}
 

@@ -48,6 +48,7 @@ from .runconfig import RunConfig
 from .rundir import CHECKPOINT_FILE, CURVES_FILE, FIELDS_FILE, METRICS_FILE, MODEL_STEM
 from .signals import DeferredSignals, StopSignals
 from .threads import using_threads
+from .tracking import Board, require_extras
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # features, labels
 
@@ -79,6 +80,7 @@ def train(
     main = ranks is None or ranks.main
     created, stop = None, StopSignals()
     try:
+        require_extras(config)  # before anything is written: names a missing extra
         if ranks is not None:
             device = check_distributed(ranks, config, device)
         # The directory is checked before the data load, by rank 0 (the others receive its
@@ -86,8 +88,7 @@ def train(
         opened = partial(open_run, out, config, resume=resume, command=command)
         checkpoint, created = distributed.from_main(ranks, opened)
         run, splits = prepare_run(out, config, device, dtype, ranks, checkpoint)
-        if resume and main:  # everything checked: now the resumption is recorded
-            record_resumption(out, command)
+        start_recording(run, resume, command)
         with stop:
             while run.position.epoch < tc.epochs:
                 bar = run.progress_bar(progress)
@@ -119,6 +120,15 @@ def train(
     finally:
         distributed.stop(ranks, orderly=not stop.requested)
     return run.summary("completed")
+
+
+def start_recording(run: Run, resume: bool, command: Sequence[str] | None) -> None:
+    """Once the checkpoint, data and network are checked (rank 0): the resumption goes into
+    meta.json, and the TensorBoard writer opens (catching up epochs not yet logged)."""
+    if run.main and resume:
+        record_resumption(run.out, command)
+    if run.main and run.config.train.tensorboard:
+        run.board = Board(run.out, run.position.metrics)
 
 
 def prepare_run(
@@ -157,6 +167,7 @@ class Run:
     identity: RunIdentity
     train_set: Batch
     ranks: distributed.Ranks | None
+    board: Board | None = None  # TensorBoard events (train.tensorboard), rank 0
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
@@ -209,6 +220,9 @@ class Run:
             write_jsonl(self.out / METRICS_FILE, self.position.metrics)
             if log:
                 log_epoch(record, self.config.train.epochs)
+        if self.board is not None:  # the scalars of record, histograms of the probe's fields
+            fields = field_components(self.net, *self.probe, self.config.learning)[0]
+            self.board.log_epoch(record, fields)
 
     def save(self, wall_time: float | None = None) -> None:
         """Checkpoint the current position (``position.wall_time`` is what was spent before)."""
@@ -254,6 +268,8 @@ class Run:
 
     def summary(self, status: str) -> dict[str, Any]:
         """The run's result; an interrupted one also says where it stopped."""
+        if self.board is not None:
+            self.board.close()
         summary = run_summary(self.out, self.position.metrics, status)
         if status == "interrupted":
             pos = self.position
@@ -289,7 +305,8 @@ def build_network(
 
 def epoch_record(run: Run, splits: dict[str, Batch], counters: EpochCounters) -> dict[str, Any]:
     """The metrics of the epoch just trained: accuracies (test is reported, never used to
-    choose anything), dynamics, coupling symmetry and field statistics, speed."""
+    choose anything), dynamics, coupling symmetry and field statistics, speed.
+    """
     net, lc, tc = run.net, run.config.learning, run.config.train
     with using_threads(threads_for(net, tc.eval_batch_size, tc.threads)):
         results = {
@@ -344,7 +361,8 @@ def check_distributed(
 
 def run_summary(out: Path, metrics: list[dict[str, Any]], status: str) -> dict[str, Any]:
     """Final numbers of a run and its per-epoch ``metrics``; the best epoch is chosen on
-    validation, never on test."""
+    validation, never on test.
+    """
     last = metrics[-1] if metrics else {}
     scored = [m for m in metrics if m.get("val_acc") is not None]
     best = max(scored, key=lambda m: m["val_acc"]) if scored else None

@@ -77,6 +77,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
     p.add_argument("--device", help="cpu, cuda or cuda:N for every method")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="every darnn run writes TensorBoard events into runs/METHOD/seedK/tensorboard "
+        "(train.tensorboard=true; the tensorboard extra)",
+    )
     p.set_defaults(func=cmd_bench)
     return p
 
@@ -101,6 +107,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if args.resume and not args.out:
         raise RunError("--resume needs --out: the bench directory to continue")
+    if args.tensorboard:
+        plan = with_tensorboard(plan)
     name = Path(args.dataset).stem  # a path's file name, or the name itself
     out = Path(args.out) if args.out else rundir.default_run_dir(f"bench-{name}")
     results = run_bench(
@@ -116,3 +124,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"results, table and plots in {out}")
     return 0
+
+
+def with_tensorboard(plan: Any) -> Any:
+    """``plan`` with train.tensorboard on in every darnn method's config (the baselines are
+    not darnn training runs and write no events)."""
+    import dataclasses
+
+    from ..tracking import require
+
+    require()  # the missing extra is named before anything runs
+
+    def on(method: Any) -> Any:
+        if method.config is None:
+            return method
+        train = dataclasses.replace(method.config.train, tensorboard=True)
+        return dataclasses.replace(method, config=dataclasses.replace(method.config, train=train))
+
+    methods = tuple(on(m) for m in plan.methods)
+    return dataclasses.replace(
+        plan, methods=methods, all_methods=tuple(on(m) for m in plan.all_methods)
+    )

@@ -77,6 +77,12 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler-seed", type=int, metavar="SEED", help="seed of TPE sampling")
     parser.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
     parser.add_argument("--device", help="cpu, cuda or cuda:N for this machine's trials")
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="every trial writes TensorBoard events into its run directory "
+        "(= --set train.tensorboard=true)",
+    )
     parser.set_defaults(func=cmd_sweep)
     add_summary(parser.add_subparsers(dest="sweep_command", metavar="ACTION"))
 
@@ -113,7 +119,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SweepError(f"--workers must be an integer >= 1, got {args.workers}")
     settings = {
-        "train": {"device": args.device} if args.device else {},
+        "train": {
+            **({"device": args.device} if args.device else {}),
+            **({"tensorboard": True} if args.tensorboard else {}),
+        },
         "data": {"data_dir": args.data_dir} if args.data_dir else {},
     }
     argv = list(getattr(args, "argv", []) or [])
