@@ -27,7 +27,9 @@ DENSE_FRACTION = 0.25
 
 
 class AsynchronousSweep:
-    """One unit at a time. The loop over units belongs to the algorithm; it runs in NumPy
+    """One unit at a time: the asynchronous sweep.
+
+    The loop over units belongs to the algorithm; it runs in NumPy
     (about 1 us per step) on the active samples and keeps their fields up to date by adding
     the flipped unit's column of the chain's matrix K (J_D on its diagonal). The columns
     come from the couplings' own rows (`coupling_rows`), so their memory follows the
@@ -43,6 +45,7 @@ class AsynchronousSweep:
     def __call__(
         self, s: list[Tensor], ext: Sequence[Tensor], h: list[Tensor], active: Tensor | None
     ) -> None:
+        """One sweep in place on ``s`` and ``h`` for the ``active`` samples (None: all)."""
         dev, dtype = s[0].device, s[0].dtype
         rows = (
             torch.arange(s[0].shape[0], device=dev)
@@ -94,16 +97,18 @@ class AsynchronousSweep:
 
 
 def gather_cpu64(xs: list[Tensor], rows: Tensor) -> np.ndarray:
-    """Rows `rows` of the modules' (B, N_l) tensors side by side, as a float64 (B', sum N_l)
-    C-contiguous NumPy array that the caller may overwrite.
+    """Rows `rows` of the modules' (B, N_l) tensors side by side, as a NumPy array.
+
+    A float64 (B', sum N_l) C-contiguous array that the caller may overwrite.
     """
     parts = [x.index_select(0, rows).to("cpu", torch.float64) for x in xs]
     return torch.cat(parts, dim=1).numpy()
 
 
 def chain_columns(net: Recurrent) -> np.ndarray | scipy.sparse.csr_matrix:
-    """The chain's matrix K (h_int = s K^T, J_D on the diagonal) transposed, in float64:
-    row j holds the effect of unit j on every unit.
+    """The chain's matrix K (h_int = s K^T, J_D on the diagonal) transposed, in float64.
+
+    Row j holds the effect of unit j on every unit.
     """
     # Imported here: importing scipy.sparse adds a warning filter (no side effects at import).
     import scipy.sparse

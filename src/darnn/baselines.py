@@ -1,5 +1,6 @@
-"""Baselines the paper compares with (docs/model.md#baselines): backprop MLPs with the same
-number of parameters, and a perceptron on the raw input.
+"""Baselines the paper compares with (docs/model.md#baselines).
+
+Backprop MLPs with the same number of parameters, and a perceptron on the raw input.
 
 - `parameter_counts` / `matched_width`: the trainable non-zeros of a `Network` and the
   width of a one-hidden-layer MLP with as many parameters.
@@ -41,7 +42,9 @@ def nonzeros(coupling: Coupling) -> int:
 
 
 def parameter_counts(net: Network, learning: LearningConfig) -> dict[str, int]:
-    """``learned``: entries the local rule may change (the support of every matrix with a
+    """Trainable and frozen non-zeros of a network: ``{"learned": ..., "fixed": ...}``.
+
+    ``learned``: entries the local rule may change (the support of every matrix with a
     non-zero rate: W_in, the off-diagonal J, learned inter-module couplings, W_out and the
     readout skips); ``fixed``: non-zero frozen weights that prediction uses (W_in or J when
     frozen, fixed inter-module couplings). W_back, its skips and J_D are never counted:
@@ -67,8 +70,9 @@ def mlp_parameters(n_in: int, width: int, n_out: int) -> int:
 
 
 def matched_width(params: int, n_in: int, n_out: int) -> int:
-    """Hidden width (>= 1) whose MLP parameter count is closest to ``params`` (the smaller
-    width on a tie).
+    """Hidden width (>= 1) whose MLP parameter count is closest to ``params``.
+
+    The smaller width on a tie.
     """
     low = max((params - n_out) // (n_in + n_out + 1), 1)
     return min(
@@ -85,11 +89,13 @@ class SignSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def, override]
+        """sign(h) in {-1, +1}, +1 at 0."""
         ctx.save_for_backward(h)
         return torch.where(h >= 0, 1.0, -1.0).to(h.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def, override]
+        """The straight-through gradient: passed where |h| <= 1, zero elsewhere."""
         (h,) = ctx.saved_tensors
         return grad * (h.abs() <= 1).to(grad.dtype)
 
@@ -98,12 +104,14 @@ class Sign(nn.Module):
     """sign activation with a straight-through (hard-tanh) gradient."""
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """sign(h), with the straight-through gradient."""
         return SignSTE.apply(h)  # type: ignore[no-any-return]
 
 
 def mlp(n_in: int, width: int, n_out: int, activation: str, bias: bool = True) -> nn.Sequential:
-    """x -> act(W1 x + b1) -> W2 h + b2 (PyTorch's default initialisation); without the
-    biases if ``bias`` is False (the authors' width-matched binary MLP).
+    """One-hidden-layer MLP x -> act(W1 x + b1) -> W2 h + b2 (PyTorch's initialisation).
+
+    Without the biases if ``bias`` is False (the authors' width-matched binary MLP).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(
@@ -133,6 +141,7 @@ class Split:
 
     @classmethod
     def of(cls, X: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu") -> Split:
+        """Float32 features and int64 labels on ``device`` from NumPy arrays."""
         return cls(
             torch.as_tensor(X, dtype=torch.float32, device=device),
             torch.as_tensor(y, dtype=torch.int64, device=device),
@@ -203,10 +212,11 @@ def tune_mlp(
     threads: int | None = None,
     bias: bool = True,
 ) -> dict[str, Any]:
-    """Train one MLP per learning rate in ``lrs`` (same seed, same initial weights), keep the
-    one with the best validation accuracy after the last epoch (the first on a tie), and
-    evaluate the test split once, for that one only. Returns a record: the chosen ``lr``,
-    ``lr_grid`` (validation accuracy of every rate; no test numbers), ``val_curve``,
+    """Train one MLP per learning rate in ``lrs``; test only the best on validation.
+
+    Same seed and initial weights for every rate; the one with the best validation accuracy after
+    the last epoch (the first on a tie) is evaluated on the test split, once. Returns a record: the
+    chosen ``lr``, ``lr_grid`` (validation accuracy of every rate; no test numbers), ``val_curve``,
     ``val_acc``, ``test_acc``, ``test_evaluations``, ``params``, timings.
     """
     if not lrs:
@@ -255,10 +265,11 @@ def fit_perceptron(
     batch_size: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Multiclass perceptron with bias on the raw input, from zero weights: each sample
-    (or the summed mistakes of a mini-batch, computed with the weights at its start) adds
-    x to the row of its label and subtracts it from the row the argmax chose. A seeded
-    random order per epoch; validation after every epoch; the test split once, at the end.
+    """Multiclass perceptron with bias on the raw input, from zero weights.
+
+    Each sample (or the summed mistakes of a mini-batch, computed with the weights at its start)
+    adds x to the row of its label and subtracts it from the row the argmax chose. A seeded random
+    order per epoch; validation after every epoch; the test split once, at the end.
     """
     X, y = train.X.cpu().numpy().astype(np.float64), train.y.cpu().numpy()
     n, d = X.shape

@@ -1,5 +1,6 @@
-"""Contrastive learning rules: a free and a clamped relaxation compared
-(docs/model.md#contrastive-rules).
+"""Contrastive learning rules (docs/model.md#contrastive-rules).
+
+A free and a clamped relaxation compared.
 
 The paper's dynamical rule never compares a state with the label against one without it;
 these two rules do, so the two can be measured side by side on the same network, dynamics,
@@ -68,6 +69,7 @@ class Phases:
 
     @classmethod
     def from_parts(cls, parts: list[Tensor], n_modules: int) -> Phases:
+        """The phases from their tensors concatenated in one list (a data-parallel gather)."""
         n = n_modules
         return cls(
             list(parts[:n]),
@@ -119,8 +121,10 @@ def contrastive_step(
 
 
 def learn(net: Network, x: Tensor, y: Tensor, phases: Phases, cfg: LearningConfig) -> StepStats:
-    """Apply the contrastive update of ``cfg.rule`` for a relaxed batch; the step's
-    statistics (readout accuracy, unstable units and convergence of the free state).
+    """Apply the contrastive update of ``cfg.rule`` for a relaxed batch.
+
+    Returns the step's statistics (readout accuracy, unstable units and convergence of the
+    free state).
     """
     c = net.config
     rec = net.recurrent

@@ -33,9 +33,10 @@ _SAMPLE_CHUNK = 1 << 20
 
 @contextlib.contextmanager
 def _quiet_csr() -> Iterator[None]:
-    """Silence torch's "Sparse CSR tensor support is in beta" notice where CSR tensors are
-    made: they work well for the few operations used here. Local, so the user's own
-    warning filters are left alone.
+    """Silence torch's "Sparse CSR tensor support is in beta" notice where CSR tensors are made.
+
+    They work well for the few operations used here. Local, so the user's own warning
+    filters are left alone.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -53,7 +54,7 @@ class Coupling(nn.Module):
         raise NotImplementedError
 
     def add_field_(self, x: Tensor, out: Tensor) -> Tensor:
-        """out += field(x), in place; returns out."""
+        """Add field(x) to ``out`` in place; returns out."""
         return out.add_(self.field(x))
 
     def add_outer_(self, post: Tensor, pre: Tensor, alpha: float, decay: float = 0.0) -> None:
@@ -70,6 +71,7 @@ class Coupling(nn.Module):
 
     @property
     def nnz(self) -> int:
+        """Number of entries that exist (the support's size)."""
         return int(self.support().sum())
 
     @property
@@ -84,7 +86,7 @@ def _frozen(t: Tensor) -> nn.Parameter:
 
 
 def batch_minor(x: Tensor) -> Tensor:
-    """x (B, n) with the layout of a contiguous (n, B) tensor (a copy only if needed)."""
+    """The same (B, n) values with the layout of a contiguous (n, B) tensor (copied if needed)."""
     return x if x.T.is_contiguous() else x.T.contiguous().T
 
 
@@ -105,12 +107,15 @@ class DenseCoupling(Coupling):
         self.register_buffer("mask", None if mask is None else mask.to(weight.dtype))
 
     def field(self, x: Tensor) -> Tensor:
+        """Field (B, n_out) of x (B, n_in): a dense product."""
         return torch.mm(self.weight, x.T).T  # batch-minor result; BLAS takes any x layout
 
     def add_field_(self, x: Tensor, out: Tensor) -> Tensor:
+        """Add field(x) to ``out`` in place (one addmm); returns out."""
         return out.addmm_(x, self.weight.T)
 
     def add_outer_(self, post: Tensor, pre: Tensor, alpha: float, decay: float = 0.0) -> None:
+        """W <- (W + alpha * post^T pre) * (1 - decay), then the mask and zero diagonal."""
         keep = 1.0 - decay
         self.weight.addmm_(post.T, pre, beta=keep, alpha=alpha * keep)
         if self.mask is not None:
@@ -119,9 +124,11 @@ class DenseCoupling(Coupling):
             self.weight.diagonal().zero_()
 
     def to_dense(self) -> Tensor:
+        """A copy of the (n_out, n_in) matrix."""
         return self.weight.detach().clone()
 
     def support(self) -> Tensor:
+        """Boolean (n_out, n_in) mask: the mask's non-zeros, without the diagonal of a J."""
         sup = (
             torch.ones(self.n_out, self.n_in, dtype=torch.bool, device=self.weight.device)
             if self.mask is None
@@ -149,6 +156,7 @@ class SparseCoupling(Coupling):
 
     @classmethod
     def from_dense(cls, weight: Tensor, support: Tensor) -> SparseCoupling:
+        """The entries of a dense (n_out, n_in) ``weight`` on the boolean ``support``."""
         rows, cols = support.nonzero(as_tuple=True)  # row-major order, as CSR stores them
         counts = torch.bincount(rows, minlength=support.shape[0])
         crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
@@ -156,6 +164,7 @@ class SparseCoupling(Coupling):
 
     @property
     def csr(self) -> Tensor:
+        """The matrix as a torch sparse CSR tensor sharing ``values``."""
         # A view sharing `values`; rebuilt only after .to()/load_state_dict replaced tensors.
         csr = self._csr
         if csr is None or csr.values().data_ptr() != self.values.data_ptr():
@@ -173,25 +182,29 @@ class SparseCoupling(Coupling):
         return csr
 
     def _product(self, xt: Tensor) -> Tensor:
-        """W @ xt for a contiguous (n_in, B) xt; addmm with beta=0 skips the zero-fill and
-        the copy that `csr @ xt` adds.
+        """W @ xt for a contiguous (n_in, B) xt.
+
+        addmm with beta=0 skips the zero-fill and the copy that `csr @ xt` adds.
         """
         out = xt.new_empty(self.n_out, xt.shape[1])
         return torch.addmm(out, self.csr, xt, beta=0.0, out=out)
 
     def field(self, x: Tensor) -> Tensor:
+        """Field (B, n_out) of x (B, n_in): a sparse product, in chunks of the batch on CPU."""
         if x.shape[0] <= _CSR_CHUNK or x.device.type != "cpu":
             return self._product(batch_minor(x).T).T
         parts = [self._product(c.T.contiguous()) for c in x.split(_CSR_CHUNK)]
         return torch.cat(parts, dim=1).T
 
     def add_field_(self, x: Tensor, out: Tensor) -> Tensor:
+        """Add field(x) to ``out`` in place (no temporary when out is batch-minor)."""
         if not out.T.is_contiguous() or x.shape[0] > _CSR_CHUNK:
             return out.add_(self.field(x))
         torch.addmm(out.T, self.csr, batch_minor(x).T, out=out.T)  # in place, no temporary
         return out
 
     def add_outer_(self, post: Tensor, pre: Tensor, alpha: float, decay: float = 0.0) -> None:
+        """W <- (W + alpha * post^T pre) * (1 - decay) on the stored entries only."""
         keep = 1.0 - decay
         # Sampled dense-dense product: only the stored entries of post^T pre are formed,
         # written in place into `values` (the CSR view shares them). Batch-minor operands
@@ -202,15 +215,18 @@ class SparseCoupling(Coupling):
         )
 
     def to_dense(self) -> Tensor:
+        """The full (n_out, n_in) matrix with zeros outside the support."""
         return self.csr.to_dense()
 
     def support(self) -> Tensor:
+        """Boolean (n_out, n_in) mask of the stored entries."""
         sup = torch.zeros(self.n_out, self.n_in, dtype=torch.bool, device=self.values.device)
         sup[_row_indices(self.crow), self.col.long()] = True
         return sup
 
     @property
     def nnz(self) -> int:
+        """Number of stored entries."""
         return int(self.col.numel())
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
@@ -227,23 +243,29 @@ class IdentityCoupling(Coupling):
         self.weight = _frozen(weight)
 
     def field(self, x: Tensor) -> Tensor:
+        """Field (B, n) of x (B, n): lambda_i x_i."""
         return x * self.weight
 
     def add_field_(self, x: Tensor, out: Tensor) -> Tensor:
+        """Add field(x) to ``out`` in place; returns out."""
         return out.addcmul_(x, self.weight)
 
     def add_outer_(self, post: Tensor, pre: Tensor, alpha: float, decay: float = 0.0) -> None:
+        """Update the diagonal: lambda <- (lambda + alpha sum_b post_b pre_b) (1 - decay)."""
         keep = 1.0 - decay
         self.weight.mul_(keep).add_((post * pre).sum(0), alpha=alpha * keep)
 
     def to_dense(self) -> Tensor:
+        """The (n, n) diagonal matrix."""
         return torch.diag(self.weight.detach())
 
     def support(self) -> Tensor:
+        """The (n, n) boolean identity."""
         return torch.eye(self.n_out, dtype=torch.bool, device=self.weight.device)
 
     @property
     def nnz(self) -> int:
+        """The n diagonal entries."""
         return self.n_out
 
 
@@ -347,8 +369,9 @@ def gaussian_coupling(
     zero_diagonal: bool = False,
     sparse: bool = False,
 ) -> Coupling:
-    """strength * G / sqrt(n_in * density) on a Bernoulli(density) support
-    (docs/model.md#a-single-module).
+    """A random coupling, strength * G / sqrt(n_in * density) on a Bernoulli(density) support.
+
+    See docs/model.md#a-single-module.
 
     The random draws do not depend on `sparse`, so the same seed gives the same matrix in
     either storage. A masked coupling is drawn as CSR (support, then one Gaussian per
@@ -404,8 +427,9 @@ def distinct_columns(n_out: int, n_in: int, k: int, generator: torch.Generator) 
 def excitatory_coupling(
     n_out: int, n_in: int, *, lam: float, fan_in: int, generator: torch.Generator
 ) -> Coupling:
-    """Sparse random positive coupling: each unit gets `fan_in` distinct inputs of weight
-    lam / fan_in, so a unit whose partners all agree receives lam, as with lam*I.
+    """Sparse random positive coupling: `fan_in` distinct inputs of weight lam / fan_in per unit.
+
+    So a unit whose partners all agree receives lam, as with lam*I.
     """
     cols = distinct_columns(n_out, n_in, fan_in, generator).reshape(-1)
     crow = torch.arange(0, n_out * fan_in + 1, fan_in)

@@ -32,8 +32,10 @@ def coupling_symmetry(matrix: torch.Tensor | Coupling) -> float:
 
 
 def _dense_square_and_cross(matrix: torch.Tensor) -> tuple[float, float]:
-    """|J|^2 and <J, J^T>: |J_s|^2 and |J_a|^2 are (|J|^2 +- <J, J^T>) / 2. Accumulated over
-    blocks of rows, so a large J never needs float64 copies of itself or its transpose.
+    """|J|^2 and <J, J^T>: |J_s|^2 and |J_a|^2 are (|J|^2 +- <J, J^T>) / 2.
+
+    Accumulated over blocks of rows, so a large J never needs float64 copies of itself or its
+    transpose.
     """
     square = cross = 0.0
     for start in range(0, matrix.shape[0], 1024):
@@ -45,8 +47,9 @@ def _dense_square_and_cross(matrix: torch.Tensor) -> tuple[float, float]:
 
 
 def _sparse_square_and_cross(coupling: SparseCoupling) -> tuple[float, float]:
-    """|J|^2 and <J, J^T> of a CSR coupling from its (row, col, value) triplets: each entry
-    (i, j) meets the stored (j, i), if any, by a sorted-key lookup. O(nnz log nnz).
+    """|J|^2 and <J, J^T> of a CSR coupling from its (row, col, value) triplets.
+
+    Each entry (i, j) meets the stored (j, i), if any, by a sorted-key lookup. O(nnz log nnz).
     """
     n = coupling.n_out
     values = coupling.values.detach().to("cpu", torch.float64)
@@ -89,9 +92,10 @@ def field_components(
 def _protocol_components(
     net: Network, x: torch.Tensor, y: torch.Tensor, cfg: LearningConfig, generator: torch.Generator
 ) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor]]:
-    """`field_components` for readout neurons: at the end of the protocol's training
-    dynamics, the label-free fields split into internal and input parts, and the feedback
-    W_back e(r) the clamped readout sends to the last module.
+    """`field_components` for readout neurons.
+
+    At the end of the protocol's training dynamics, the label-free fields split into internal and
+    input parts, and the feedback W_back e(r) the clamped readout sends to the last module.
     """
     final = protocol.relax_training(net, x, y, cfg, generator).final
     feedback = final.readout @ net.w_back.T  # the readout is held coded: e(r)
