@@ -81,6 +81,7 @@ def _repr_length(value: object, cap: int, active: set[int]) -> int:
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise ValueError naming the accepted values unless ``value`` is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:
         raise ValueError(
             f"{name}={short_repr(value)} is not valid; accepted values: {', '.join(choices)}"
@@ -88,11 +89,13 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (numpy scalars included, bool excluded)."""
     # numbers.Real covers numpy floats and integers; bool is excluded by the callers' rules.
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a finite number > 0 (>= 0 with ``allow_zero``)."""
     ok = is_real(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
@@ -102,16 +105,19 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
 
 
 def check_density(name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` lies in (0, 1]."""
     if not (is_real(value) and 0 < value <= 1):
         raise ValueError(f"{name}={short_repr(value)} is not valid; a density must lie in (0, 1]")
 
 
 def check_finite(name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number."""
     if not (is_real(value) and math.isfinite(value)):
         raise ValueError(f"{name}={short_repr(value)} is not valid; it must be a finite number")
 
 
 def check_count(name: str, value: int, *, minimum: int) -> None:
+    """Raise ValueError unless ``value`` is an integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(
             f"{name}={short_repr(value)} is not valid; it must be an integer >= {minimum}"

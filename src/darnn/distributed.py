@@ -59,6 +59,7 @@ class Ranks:
 
     @property
     def main(self) -> bool:
+        """Whether this is rank 0, the one that writes."""
         return self.rank == 0
 
 
@@ -88,9 +89,11 @@ def start(device: torch.device, timeout_s: float) -> Ranks | None:
 
 
 def stop(ranks: Ranks | None, orderly: bool = True) -> None:
-    """Leave the job. After a stop signal the launcher is shutting down too and may no
-    longer serve the rendezvous store, where tearing the group down could block until the
-    launcher's SIGKILL: then the process just exits (its sockets close with it).
+    """Leave the job.
+
+    After a stop signal the launcher is shutting down too and may no longer serve the
+    rendezvous store, where tearing the group down could block until the launcher's SIGKILL:
+    then the process just exits (its sockets close with it).
     """
     if ranks is not None and orderly and dist.is_initialized():
         dist.destroy_process_group()
@@ -194,8 +197,10 @@ def _protocol_step(
     generator: torch.Generator | None,
     rows: Tensor,
 ) -> StepStats:
-    """The authors' protocol data-parallel: this rank relaxes its rows (update masks drawn
-    for the whole batch, as one process draws them), then every rank learns on all.
+    """The authors' protocol, data-parallel.
+
+    This rank relaxes its rows (update masks drawn for the whole batch, as one process draws
+    them), then every rank learns on all.
     """
     batch = x.shape[0]
     relaxed = protocol.relax_training(

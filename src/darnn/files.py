@@ -1,5 +1,6 @@
-"""Atomic files: every file darnn writes goes to a temporary file and is renamed into place,
-so a crash never leaves a half-written file behind.
+"""Atomic files: every file darnn writes goes to a temporary file, then is renamed.
+
+So a crash never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -45,12 +46,15 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda stream: stream.write(text.encode()))
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines to ``path`` atomically."""
     write_text(path, "".join(json.dumps(r) + "\n" for r in records))

@@ -154,4 +154,5 @@ def check_memory(
 
 
 def gib(n: int) -> str:
+    """``n`` bytes written in GiB, with the exact count."""
     return f"{n / 2**30:.3g} GiB ({n} bytes)"

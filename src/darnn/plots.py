@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def figure(path: Path, rows: int, cols: int, size: tuple[float, float]) -> Iterator[Any]:
-    """A matplotlib (Agg) figure of rows x cols axes (always a 2-D array), saved atomically
-    to ``path`` as PNG when the block ends without error, and closed in any case.
+    """A matplotlib (Agg) figure of rows x cols axes (always a 2-D array).
+
+    Saved atomically to ``path`` as PNG when the block ends without error, and closed in
+    any case.
     """
     import matplotlib
 

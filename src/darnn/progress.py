@@ -7,8 +7,9 @@ from typing import Any
 
 
 def progress_bar(enabled: bool, epoch: int, epochs: int, total: int, initial: int) -> Any:
-    """A live bar on a terminal; none in a log file (CI, nohup, SLURM), where `log_epoch`'s
-    one line per epoch is the progress output.
+    """A live bar on a terminal; none in a log file (CI, nohup, SLURM).
+
+    There `log_epoch`'s one line per epoch is the progress output.
     """
     from tqdm.auto import tqdm
 
@@ -26,6 +27,7 @@ def progress_bar(enabled: bool, epoch: int, epochs: int, total: int, initial: in
 
 
 def log_epoch(record: dict[str, Any], epochs: int) -> None:
+    """Print the epoch's one-line summary (accuracies, convergence, speed)."""
     from tqdm.auto import tqdm
 
     def fmt(v: float | None) -> str:

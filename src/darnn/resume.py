@@ -46,6 +46,7 @@ class Position:
 
     @classmethod
     def start(cls, seed: int) -> Position:
+        """The position at the start of a run with training seed ``seed``."""
         return cls(*seeded_generators(seed))
 
     def next_epoch(self, record: dict[str, Any]) -> None:
@@ -124,7 +125,8 @@ def restore_position(
 
 
 def read_resume_point(out: Path, config: RunConfig) -> Checkpoint | None:
-    """The verified checkpoint of run ``out`` after checking ``config`` may continue it;
+    """The verified checkpoint of run ``out``, once ``config`` is checked to continue it.
+
     None for a run killed before its first checkpoint (it then starts over, identically).
     """
     if not (out / CONFIG_FILE).is_file():
@@ -170,8 +172,10 @@ def check_writable(out: Path) -> None:
 
 
 def record_resumption(out: Path, command: Sequence[str] | None) -> None:
-    """Append this resumption to meta.json: called once the checkpoint, the data and the
-    network have all been checked, so a refused --resume leaves the directory as it was.
+    """Append this resumption to meta.json.
+
+    Called once the checkpoint, the data and the network have all been checked, so a
+    refused --resume leaves the directory as it was.
     """
     rundir.record_resume(out, command)
 
@@ -242,6 +246,7 @@ def check_resume_state(
 
 
 def counters_ok(counters: object) -> bool:
+    """Whether a checkpoint's counters are a dict of every `EpochCounters` field, finite."""
     return (
         isinstance(counters, dict)
         and set(counters) == set(EpochCounters.__dataclass_fields__)
@@ -250,6 +255,7 @@ def counters_ok(counters: object) -> bool:
 
 
 def is_permutation(perm: torch.Tensor | None, n: int) -> bool:
+    """Whether ``perm`` is an int64 permutation of 0..n-1."""
     return (
         perm is not None
         and perm.dtype == torch.int64

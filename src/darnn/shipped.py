@@ -31,8 +31,10 @@ _SENTENCE_END = re.compile(r"(?<!\bi\.e)(?<!\be\.g)\. ")
 
 
 def configs_root() -> Path | None:
-    """The shipped ``configs`` folder: the package data of an installed wheel, else the
-    checkout's ``configs/`` (editable install, PYTHONPATH=src); None if neither exists.
+    """The shipped ``configs`` folder; None if there is none.
+
+    The package data of an installed wheel, else the checkout's ``configs/`` (editable
+    install, PYTHONPATH=src).
     """
     try:
         packaged = importlib.resources.files("darnn") / "configs"
@@ -45,6 +47,7 @@ def configs_root() -> Path | None:
 
 
 def folder(kind: str, root: Path | None) -> Path | None:
+    """The folder of ``kind`` (recipe, bench, space) under a configs folder ``root``."""
     return None if root is None else root / FOLDERS[kind] if FOLDERS[kind] else root
 
 
@@ -74,8 +77,10 @@ def _candidate(base: Path | None, name: str) -> Path | None:
 
 
 def find(kind: str, name: str | os.PathLike[str]) -> Path:
-    """The file ``name`` stands for: an existing path, ./configs/FOLDER/NAME.yaml, or the
-    shipped NAME. ConfigError naming what is available otherwise.
+    """The file ``name`` stands for: an existing path, ./configs/FOLDER/NAME.yaml, or shipped.
+
+    Raises:
+        ConfigError: None of them exists; the message names what is available.
     """
     text = os.fspath(name)
     if text and Path(text).is_file():
@@ -129,6 +134,8 @@ def description(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Entry:
+    """One shipped file: its kind, name, path and the first sentence of its header."""
+
     kind: str
     name: str
     path: Path
@@ -147,6 +154,7 @@ def catalogue() -> list[Entry]:
 
 
 def find_shipped(kind: str, name: str, root: Path | None = None) -> Path:
+    """The shipped file ``name`` of ``kind`` (never a local one); ConfigError if none."""
     path = _candidate(folder(kind, configs_root() if root is None else root), name)
     if path is None:
         raise ConfigError(f"darnn ships no {WHAT[kind]} named {name!r:.80}")

@@ -8,8 +8,9 @@ from typing import Any
 
 
 class StopSignals:
-    """SIGINT (Ctrl-C) or SIGTERM (what SLURM and `kill` send) ask the loop to stop at the
-    next batch boundary, where it saves a checkpoint. A second Ctrl-C aborts at once; a
+    """SIGINT (Ctrl-C) or SIGTERM (SLURM, `kill`) ask the loop to stop at the next batch.
+
+    At that batch boundary it saves a checkpoint. A second Ctrl-C aborts at once; a
     repeated SIGTERM does not (torchrun may deliver it twice; a scheduler's SIGKILL follows
     its grace period anyway).
     """
@@ -37,8 +38,9 @@ class StopSignals:
 
 
 class DeferredSignals:
-    """While the block runs, SIGINT and SIGTERM are only recorded (``received``): the last
-    writes of a finished run (model, plots) complete even when Ctrl-C is pressed again and
+    """While the block runs, SIGINT and SIGTERM are only recorded (``received``).
+
+    The last writes of a finished run (model, plots) complete even when Ctrl-C is pressed again and
     again during shutdown, instead of a KeyboardInterrupt tearing through matplotlib or
     the interpreter's finalisation. The previous handlers come back afterwards.
     """

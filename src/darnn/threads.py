@@ -26,6 +26,7 @@ PARALLEL_WORK = 5e7
 
 
 def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS reports it)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
