@@ -35,10 +35,12 @@ class Gate:
         self.lock, self.held = lock, False
 
     def acquire(self) -> None:
+        """Take the lock (at most 30 s: a sibling killed while holding it blocks no one)."""
         # Held for milliseconds; a sibling killed while holding it must not block the rest.
         self.held = bool(self.lock.acquire(timeout=30))
 
     def release(self) -> None:
+        """Release the lock if this worker holds it."""
         if self.held:
             self.held = False
             self.lock.release()
@@ -53,6 +55,7 @@ def trial_config(spec: SweepSpec, values: dict[str, Any]) -> RunConfig:
 
 
 def error_message(exc: BaseException) -> str:
+    """One line for a failed trial: the message, with the exception's type unless a RunError."""
     text = " ".join(str(exc).split())
     return text if isinstance(exc, RunError) else f"{type(exc).__name__}: {text}"
 
@@ -69,6 +72,7 @@ class Objective:
     best: float | None = None  # the best validation accuracy of the trial so far
 
     def __call__(self, trial: Any) -> float:
+        """Train the trial's run; returns its metric (Optuna's objective)."""
         from ..training import train
 
         optuna = import_optuna()
@@ -110,6 +114,7 @@ class Objective:
         return float(value)
 
     def stopping(self) -> bool:
+        """Whether the worker should stop (asked to, or orphaned by a killed parent)."""
         if self.parent is not None and os.getppid() != self.parent:
             self.stop.set()  # orphaned (the parent was killed): stop, the trial is requeued
         return bool(self.stop.is_set())
@@ -129,11 +134,13 @@ class Objective:
         return False
 
     def fail(self, trial: Any, message: str) -> NoReturn:
+        """Record the trial as failed with ``message`` and raise TrialFailed."""
         trial.set_user_attr(OUTCOME, "failed")
         trial.set_user_attr(ERROR, message)
         raise TrialFailed(message)
 
     def interrupted(self, trial: Any, message: str) -> None:
+        """Record the trial as interrupted, stop the worker, and queue the trial again."""
         self.stop.set()
         trial.set_user_attr(OUTCOME, "interrupted")
         trial.set_user_attr(ERROR, f"{message}; queued again for when the sweep is resumed")
@@ -141,6 +148,7 @@ class Objective:
 
 
 def trial_line(trial: Any, metric: str) -> str:
+    """The line a worker prints when a trial ends: its outcome, value and run directory."""
     from optuna.trial import TrialState
 
     where = trial.user_attrs.get(RUN_DIR, "-")

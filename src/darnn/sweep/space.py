@@ -64,6 +64,7 @@ class Param:
         return self.kind == "categorical" and not all(type(c) in SCALARS for c in self.choices)
 
     def distribution(self) -> Any:
+        """The Optuna distribution of this parameter."""
         from optuna.distributions import (
             CategoricalDistribution,
             FloatDistribution,
@@ -206,8 +207,9 @@ def check_key(key: Any, fields: dict[str, dict[str, Any]], origin: str) -> tuple
 
 
 def range_param(key: str, entry: RangeEntry, annotation: Any, where: str) -> Param:
-    """A range on a config key: an int range for an int key (or int bounds on an int-or-
-    float key), else a float range.
+    """A range on a config key: an int range or a float range.
+
+    An int range for an int key (or int bounds on an int-or-float key), else a float range.
     """
     kinds = numeric_kinds(annotation)
     if not kinds:
@@ -289,6 +291,7 @@ def load_space(path: str | os.PathLike[str], base: RunConfig) -> list[Param]:
 
 
 def space_dict(params: list[Param]) -> dict[str, dict[str, Any]]:
+    """The parameters as a space file writes them, by dotted key."""
     return {p.key: p.to_dict() for p in params}
 
 

@@ -28,6 +28,7 @@ class SweepError(RunError):
 
 
 def import_optuna() -> Any:
+    """The optuna module; SweepError saying how to install it when it is missing."""
     try:
         import optuna
     except ImportError:
@@ -60,6 +61,7 @@ def shown_url(url: str) -> str:
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for the database at ``url`` (lock and connect timeouts)."""
     from sqlalchemy.engine import make_url
 
     backend = make_url(url).get_backend_name()

@@ -69,9 +69,11 @@ class SweepSpec:
 
     @property
     def space(self) -> dict[str, dict[str, Any]]:
+        """The search space as written in a space file."""
         return space_dict(list(self.params))
 
     def study_attrs(self) -> dict[str, Any]:
+        """What the study records so that a resumed sweep can be checked against it."""
         return {
             SPACE_ATTR: self.space,
             BASE_ATTR: comparable_base(self.base),
@@ -252,9 +254,11 @@ class Tally:
 
     @property
     def finished(self) -> int:
+        """Trials that ended: complete, pruned or failed."""
         return self.complete + self.pruned + self.failed
 
     def describe(self) -> str:
+        """The counts in words, e.g. "6 complete, 0 pruned, 0 failed"."""
         parts = [f"{self.complete} complete", f"{self.pruned} pruned", f"{self.failed} failed"]
         if self.retried:
             parts.append(f"{self.retried} interrupted or lost (retried)")
@@ -266,6 +270,7 @@ class Tally:
 
 
 def tally(trials: Sequence[Any]) -> Tally:
+    """Count the trials by outcome."""
     from optuna.trial import TrialState
 
     t = Tally()
@@ -299,12 +304,14 @@ def retry_lost(study: Any, trial: Any) -> None:
 
 
 def requeue(study: Any, params: dict[str, Any], number: int, retries: int) -> None:
+    """Queue trial ``number``'s parameters again, counting the retry."""
     study.enqueue_trial(
         params, user_attrs={RETRY_OF: number, RETRIES: retries + 1}, skip_if_exists=False
     )
 
 
 def say(message: str) -> None:
+    """Print a progress line of the sweep."""
     print(f"darnn sweep: {message}", flush=True)
 
 

@@ -29,6 +29,8 @@ PLOTS = ("optimization_history", "param_importances", "slice")
 
 @dataclass
 class Summary:
+    """What `summarize` found: the text ``darnn sweep summary`` prints and the plots."""
+
     study: str
     storage: str
     text: str  # what the command prints

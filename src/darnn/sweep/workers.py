@@ -129,6 +129,8 @@ def worker_main(spec: SweepSpec, worker: int, lock: Any, stop: Any, parent: int)
 
 @dataclass
 class SweepResult:
+    """Outcome of `run_sweep`: the counts, whether it was interrupted, the best trial."""
+
     tally: Tally
     interrupted: bool
     worker_failures: list[str]
