@@ -79,6 +79,7 @@ def method_row(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def notes(row: dict[str, Any]) -> str:
+    """The table's note for one method: its own, reuse, an MLP's width and rate."""
     parts = [row["note"]] if row["note"] else []
     if row["reused_from"]:  # an identical config (e.g. widths made equal by --quick)
         parts.append(f"same config and runs as {', '.join(row['reused_from'])}")
@@ -177,6 +178,7 @@ def accuracy_curve(ax: Any, rows: list[dict[str, Any]], x: str, label: str) -> N
 
 
 def plot_accuracy_vs_params(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Test accuracy (mean and spread over seeds) against trainable parameters."""
     markers = {"darnn": "o", "mlp": "s", "perceptron": "^", "probe": "D"}
     with figure(path, 1, 1, (8, 5.5)) as axes:
         ax = axes[0][0]
@@ -206,6 +208,7 @@ def plot_accuracy_vs_params(path: Path, rows: list[dict[str, Any]], title: str) 
 
 
 def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Validation learning curves; the lambda chains in a panel of their own."""
     chain = [r for r in rows if r["lambda"] is not None]
     panels = [[r for r in rows if r["lambda"] is None], chain] if chain else [rows]
     with figure(path, 1, len(panels), (7 * len(panels), 4.5)) as axes:
@@ -226,6 +229,7 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
 def plot_lambda(
     path: Path, rows: list[dict[str, Any]], chain: list[dict[str, Any]], title: str
 ) -> None:
+    """Accuracy against the inter-module lambda, per group, with references as lines."""
     with figure(path, 1, 1, (7, 4.5)) as axes:
         ax = axes[0][0]
         groups = sorted({r["group"] for r in chain})

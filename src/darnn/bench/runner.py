@@ -94,8 +94,10 @@ class Bench:
         self.done: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
 
     def adopt(self, records: list[dict[str, Any]]) -> None:
-        """Carry over what earlier runs of a resumed bench decided: each MLP's rate (chosen
-        on the first seed) and the darnn results an identical config may reuse.
+        """Carry over what earlier runs of a resumed bench decided.
+
+        Each MLP's rate (chosen on the first seed) and the darnn results an identical config
+        may reuse.
         """
         for r in records:
             if r["kind"] == "mlp" and "lr_grid" in r:
@@ -107,8 +109,9 @@ class Bench:
 
     # ----- darnn
     def run_darnn(self, method: Method, seed: int) -> dict[str, Any]:
-        """Train one darnn run, or reuse the result of an identical config and seed (e.g.
-        a reference width that --quick or --hidden made equal to the main method's).
+        """Train one darnn run, or reuse the result of an identical config and seed.
+
+        E.g. a reference width that --quick or --hidden made equal to the main method's.
         """
         assert method.config is not None
         key = (config_digest(method.config), seed)
@@ -120,6 +123,7 @@ class Bench:
         return result
 
     def train_darnn(self, method: Method, seed: int) -> dict[str, Any]:
+        """Train (or continue) the darnn run of ``method`` at ``seed``; returns its record."""
         config = dataclasses.replace(
             method.config, train=dataclasses.replace(method.config.train, seed=seed)
         )
@@ -165,6 +169,7 @@ class Bench:
 
     # ----- baselines
     def splits(self, device: str) -> tuple[Split, Split, Split]:
+        """The bench's train, validation and test splits as tensors on ``device``."""
         d = self.data
         return (
             Split.of(d.X_train, d.y_train, device),
@@ -173,6 +178,7 @@ class Bench:
         )
 
     def run_mlp(self, method: Method, seed: int) -> dict[str, Any]:
+        """Fit the MLP baseline ``method`` at ``seed``, sized to its darnn method."""
         assert method.match is not None and method.activation is not None
         target = self.plan.method(method.match)
         assert target.config is not None
@@ -228,6 +234,7 @@ class Bench:
         }
 
     def run_perceptron(self, method: Method, seed: int) -> dict[str, Any]:
+        """Fit the perceptron baseline at ``seed`` on the raw input."""
         tick = time.perf_counter()
         result = fit_perceptron(
             *self.splits("cpu"),
@@ -246,8 +253,9 @@ class Bench:
         }
 
     def run_probe(self, method: Method, seed: int) -> dict[str, Any]:
-        """A linear probe on the states of the darnn run ``method.of`` of this seed (trained
-        first if the bench has not run it yet).
+        """A linear probe on the states of the darnn run ``method.of`` of this seed.
+
+        That run is trained first if the bench has not run it yet.
         """
         assert method.of is not None and method.state is not None
         target = self.plan.method(method.of)
@@ -296,6 +304,7 @@ class Bench:
         }
 
     def run(self, method: Method, seed: int) -> dict[str, Any]:
+        """Run ``method`` at ``seed`` (darnn, mlp, perceptron or probe); returns its record."""
         runner = {
             "darnn": self.run_darnn,
             "mlp": self.run_mlp,
@@ -343,9 +352,10 @@ def read_previous(out: Path, plan: Plan) -> list[dict[str, Any]]:
 
 
 def same_plan(stored: Any, wanted: Any) -> bool:
-    """Does a stored plan (part) describe the wanted one? Keys the stored plan lacks are
-    options added to darnn since it was written: at their defaults (the bench file did not
-    set them) they leave every run as it was.
+    """Does a stored plan (part) describe the wanted one?
+
+    Keys the stored plan lacks are options added to darnn since it was written: at their
+    defaults (the bench file did not set them) they leave every run as it was.
     """
     if isinstance(stored, dict) and isinstance(wanted, dict):
         return set(stored) <= set(wanted) and all(

@@ -28,6 +28,7 @@ BENCH_KEYS = ("data.", "train.epochs", "train.seed", "network.hidden")
 
 
 def check_optional_counts(settings: object, minimums: dict[str, int]) -> None:
+    """`check_count` on each attribute of ``settings`` named in ``minimums`` that is set."""
     for name, minimum in minimums.items():
         value = getattr(settings, name)
         if value is not None:
@@ -106,8 +107,9 @@ class DarnnEntry:
 
 @dataclass(frozen=True)
 class MlpEntry:
-    """A backprop MLP with as many parameters as the darnn method ``match`` (or, with
-    ``size: width``, as many hidden units: the authors' baseline).
+    """A backprop MLP with as many parameters as the darnn method ``match``.
+
+    Or, with ``size: width``, as many hidden units: the authors' baseline.
     """
 
     kind: str = "mlp"
@@ -143,8 +145,9 @@ class PerceptronEntry:
 
 @dataclass(frozen=True)
 class ProbeEntry:
-    """A bias-free linear probe (Adam, cross-entropy) on the states of a trained darnn
-    method ``of``: its last module or all modules side by side (darnn.probe).
+    """A bias-free linear probe (Adam, cross-entropy) on the states of darnn method ``of``.
+
+    Its last module or all modules side by side (darnn.probe).
     """
 
     kind: str = "probe"
@@ -171,6 +174,7 @@ ENTRIES: dict[str, type] = {
 
 
 def check_widths(widths: tuple[int, ...] | None) -> None:
+    """Raise ValueError unless ``widths`` is None or a list of distinct counts >= 1."""
     if widths is None:
         return
     if not widths or len(set(widths)) != len(widths):
@@ -199,6 +203,7 @@ def read_bench_file(path: Path, where: str) -> BenchFile:
 
 
 def read_entry(name: str, entry: Any) -> DarnnEntry | MlpEntry | PerceptronEntry | ProbeEntry:
+    """The validated method ``name`` of a bench file, by its ``kind``."""
     section = f"methods.{name}"
     entry = _mapping({} if entry is None else entry, section)
     kind = entry.get("kind", "darnn")
