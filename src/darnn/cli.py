@@ -21,6 +21,7 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``darnn`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="darnn",
         description="Dynamical learning in deep asymmetric recurrent networks (arXiv:2509.05041).",
@@ -135,6 +136,7 @@ def add_eval(commands: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``darnn train``: returns the exit status."""
     from . import distributed, runconfig, rundir, shipped, training
 
     options = {
@@ -189,6 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """``darnn eval``: returns the exit status."""
     import torch
 
     from .data import load_data
@@ -227,6 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
+    """``darnn recipes``: returns the exit status."""
     from . import shipped
 
     entries = shipped.catalogue()
@@ -254,6 +258,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
+    """``darnn data list``: returns the exit status."""
     from . import data
 
     rows = data.list_datasets(args.data_dir)

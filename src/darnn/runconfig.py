@@ -201,6 +201,7 @@ class RunConfig:
         return cls(**sections)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The config as plain data, one dict per section (what a YAML file holds)."""
         return {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
@@ -256,6 +257,7 @@ MAX_YAML_VALUES = 100_000
 
 
 def parse_yaml(text: str, origin: str) -> Any:
+    """Plain data from YAML ``text``; ConfigError naming ``origin`` if invalid or too large."""
     try:
         data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
@@ -276,8 +278,9 @@ def parse_yaml(text: str, origin: str) -> Any:
 
 
 def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
-    """Values in ``value`` with shared (aliased) parts counted once per use, in time
-    proportional to the distinct parts; a self-referencing alias counts as too many.
+    """Values in ``value``, shared (aliased) parts counted once per use.
+
+    In time proportional to the distinct parts; a self-referencing alias counts as too many.
     """
     if not isinstance(value, (dict, list)):
         return 1
@@ -311,6 +314,7 @@ def parse_override(item: str) -> dict[str, dict[str, Any]]:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
+    """The plain data of a YAML config file; ConfigError if unreadable or invalid."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -340,6 +344,7 @@ def load_run_config(
 
 
 def dump_config(config: RunConfig) -> str:
+    """The config as YAML text, sections and keys in their order."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 

@@ -123,8 +123,11 @@ def train(
 
 
 def start_recording(run: Run, resume: bool, command: Sequence[str] | None) -> None:
-    """Once the checkpoint, data and network are checked (rank 0): the resumption goes into
-    meta.json, and the TensorBoard writer opens (catching up epochs not yet logged)."""
+    """Once the checkpoint, data and network are checked (rank 0), record and open.
+
+    The resumption goes into meta.json, and the TensorBoard writer opens (catching up epochs
+    not yet logged).
+    """
     if run.main and resume:
         record_resumption(run.out, command)
     if run.main and run.config.train.tensorboard:
@@ -304,8 +307,10 @@ def build_network(
 
 
 def epoch_record(run: Run, splits: dict[str, Batch], counters: EpochCounters) -> dict[str, Any]:
-    """The metrics of the epoch just trained: accuracies (test is reported, never used to
-    choose anything), dynamics, coupling symmetry and field statistics, speed.
+    """The metrics of the epoch just trained.
+
+    Accuracies (test is reported, never used to choose anything), dynamics, coupling
+    symmetry and field statistics, speed.
     """
     net, lc, tc = run.net, run.config.learning, run.config.train
     with using_threads(threads_for(net, tc.eval_batch_size, tc.threads)):
@@ -360,8 +365,9 @@ def check_distributed(
 
 
 def run_summary(out: Path, metrics: list[dict[str, Any]], status: str) -> dict[str, Any]:
-    """Final numbers of a run and its per-epoch ``metrics``; the best epoch is chosen on
-    validation, never on test.
+    """Final numbers of a run and its per-epoch ``metrics``.
+
+    The best epoch is chosen on validation, never on test.
     """
     last = metrics[-1] if metrics else {}
     scored = [m for m in metrics if m.get("val_acc") is not None]

@@ -11,6 +11,7 @@ EXIT_INTERRUPTED = 130
 
 
 def positive_int(text: str) -> int:
+    """Argparse type: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -21,6 +22,7 @@ def positive_int(text: str) -> int:
 
 
 def name_list(text: str) -> list[str]:
+    """Argparse type: one or more names separated by commas."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise argparse.ArgumentTypeError("give one or more method names separated by commas")
@@ -88,6 +90,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``darnn bench``: returns the exit status."""
     from .. import rundir
     from ..errors import RunError
     from .methods import load_plan
@@ -127,8 +130,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def with_tensorboard(plan: Any) -> Any:
-    """``plan`` with train.tensorboard on in every darnn method's config (the baselines are
-    not darnn training runs and write no events)."""
+    """``plan`` with train.tensorboard on in every darnn method's config.
+
+    The baselines are not darnn training runs and write no events.
+    """
     import dataclasses
 
     from ..tracking import require

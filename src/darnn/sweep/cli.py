@@ -106,6 +106,7 @@ def add_summary(actions: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``darnn sweep``: returns the exit status."""
     from .storage import SweepError, shown_url
     from .study import RUN_DIR, prepare_sweep, say
     from .summary import fmt
@@ -188,6 +189,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    """``darnn sweep summary``: returns the exit status."""
     from .summary import summarize
 
     print(summarize(args.storage, args.study, args.out, args.top).text)
