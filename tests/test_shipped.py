@@ -89,3 +89,24 @@ def test_unknown_names_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> N
     assert err.startswith("darnn: error: unknown recipe 'no_such_recipe'")
     assert main(["bench", "--dataset", "no_such_bench"]) == 2
     assert "digits" in capsys.readouterr().err
+
+
+def test_own_bench_file_anywhere_uses_shipped_recipes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from darnn.bench.methods import load_plan
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "elsewhere" / "mine.yaml"
+    mine.parent.mkdir()
+    mine.write_bytes((shipped.configs_root() / "bench" / "digits.yaml").read_bytes())
+    plan = load_plan(str(mine), quick=True)
+    assert plan.bench_file == mine
+    assert any(m.config is not None for m in plan.methods)
+
+
+def test_sweep_space_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("optuna")
+    assert main(["sweep", "--space", "no_such_space", "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown search space 'no_such_space'" in err and "digits_quick" in err

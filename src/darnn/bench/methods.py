@@ -124,7 +124,7 @@ class Plan:
     def train_command(self, method: Method, seed: int) -> str:
         """The ``darnn train`` command that reproduces one darnn run of the bench."""
         assert method.config is not None and method.recipe is not None
-        recipe = self.configs_dir / method.recipe
+        recipe = recipe_path(self.configs_dir, method.recipe)
         base = load_run_config(recipe, method.overrides).to_dict()
         final = method.config.to_dict()
         bench = [  # what the bench sets on top of the recipe: data, device
@@ -153,6 +153,19 @@ def override(key: str, value: Any) -> str:
 def available_datasets() -> list[str]:
     """The bench files that ship with darnn (package data; configs/bench in a checkout)."""
     return shipped.names("bench")
+
+
+def recipe_path(configs_dir: Path, recipe: str) -> Path:
+    """A bench file's ``recipe``: the file beside its configs folder (configs/NAME for
+    configs/bench/X.yaml), else the shipped recipe of that name (a bench file of your own,
+    anywhere, can use them), else the first path (missing: the caller says so)."""
+    path = configs_dir / recipe
+    if path.is_file():
+        return path
+    try:
+        return shipped.find_shipped("recipe", recipe)
+    except ConfigError:
+        return path
 
 
 def find_bench_file(dataset: str) -> Path:
@@ -354,11 +367,12 @@ class DarnnMethods:
     def __init__(self, name: str, entry: DarnnEntry, ctx: Context) -> None:
         self.name, self.entry, self.ctx = name, entry, ctx
         self.where = f"{ctx.where}, method {name!r}"
-        self.recipe = ctx.configs_dir / entry.recipe
+        self.recipe = recipe_path(ctx.configs_dir, entry.recipe)
         if not self.recipe.is_file():
             raise ConfigError(
                 f"{self.where}: recipe={short_repr(entry.recipe)} must name a recipe file in "
-                f"{ctx.configs_dir} (e.g. recipe: default.yaml)"
+                f"{ctx.configs_dir} or a shipped recipe (e.g. recipe: default.yaml; darnn "
+                "recipes lists them)"
             )
         self.settings: dict[str, dict[str, Any]] = {
             "data": dataclasses.asdict(ctx.data),
