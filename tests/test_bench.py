@@ -1,5 +1,7 @@
-"""``darnn bench``: the CLI end to end on digits, parameter matching, the random-features
-variant, validation-only learning-rate selection, and bad input.
+"""``darnn bench``.
+
+The CLI end to end on digits, parameter matching, the random-features variant,
+validation-only learning-rate selection, and bad input.
 """
 
 from __future__ import annotations
@@ -320,9 +322,10 @@ def test_every_shipped_bench_file_plans(path: Path) -> None:
 def test_resume_continues_an_interrupted_bench(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Interrupted inside a darnn run and again before the perceptron: --resume keeps the
-    finished runs, continues the darnn run from its checkpoint, and ends with the results of
-    an uninterrupted bench.
+    """Interrupted inside a darnn run and again before the perceptron, then resumed.
+
+    --resume keeps the finished runs, continues the darnn run from its checkpoint, and ends
+    with the results of an uninterrupted bench.
     """
     import darnn.bench.runner as runner
 

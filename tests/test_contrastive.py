@@ -1,6 +1,7 @@
-"""Contrastive rules and tanh units (docs/model.md#contrastive-rules,
-docs/model.md#continuous-units): one training step against darnax's numbers, the rules'
-definitions, and the config errors.
+"""Contrastive rules and tanh units.
+
+See docs/model.md#contrastive-rules and docs/model.md#continuous-units: one training step
+against darnax's numbers, the rules' definitions, and the config errors.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ def test_one_step_equals_darnax(case: str, batch: int) -> None:
 
 @pytest.mark.parametrize("batch", [1, 16])
 def test_darnax_contrastive_as_shipped_keeps_the_label_on(batch: int) -> None:
-    """darnax's trainer as shipped = darnn's difference rule with the label field on
-    during the first phase too (its message subset "left" falls through to "all").
+    """The darnax trainer as shipped is darnn's difference rule with the label on throughout.
+
+    The label field is on during the first phase too (its message subset "left" falls
+    through to "all").
     """
     f = _fixture(f"contrastive_as_shipped_b{batch}")
     net = _network(f, "sign")
@@ -324,8 +327,9 @@ def test_two_ranks_equal_one_process(tmp_path: Path, extra: list[str]) -> None:
 @pytest.mark.parametrize("rule", ["contrastive_difference", "contrastive_hebbian"])
 @pytest.mark.parametrize("activation", ["sign", "tanh"])
 def test_chains_with_csr_and_learned_inter_couplings(rule: str, activation: str) -> None:
-    """Two modules, CSR J, sparse learned forward couplings, sequential sweeps: only the
-    support changes, J's diagonal stays empty.
+    """Two modules, CSR J, sparse learned forward couplings, sequential sweeps.
+
+    Only the support changes, J's diagonal stays empty.
     """
     net = Network(
         NetworkConfig(

@@ -1,5 +1,7 @@
-"""CIFAR-10 binary files, feature sets (Parquet, Arrow, npz, Hugging Face) and the feature
-preprocessing keys, on small files written here (nothing is downloaded).
+"""CIFAR-10 binary files, feature sets and the feature preprocessing keys.
+
+Feature sets: Parquet, Arrow, npz, Hugging Face; on small files written here (nothing is
+downloaded).
 """
 
 from __future__ import annotations

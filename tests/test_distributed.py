@@ -130,8 +130,9 @@ def test_two_ranks_equal_one_process(tmp_path: Path, overrides: list[str]) -> No
 
 
 def test_three_ranks_with_uneven_slices(tmp_path: Path) -> None:
-    """16 samples over 3 ranks (6, 6, 4 + 2 padding) and a last batch of 4 < 3 * 6; the
-    readout learns from the label-free state (gathered like s*).
+    """16 samples over 3 ranks (6, 6, 4 + 2 padding) and a last batch of 4 < 3 * 6.
+
+    The readout learns from the label-free state (gathered like s*).
     """
     overrides = [*DENSE, "data.limit_train=308", "learning.readout_state=eval"]
     train(load_run_config(None, overrides), tmp_path / "one", progress=False)
@@ -141,8 +142,10 @@ def test_three_ranks_with_uneven_slices(tmp_path: Path) -> None:
 
 
 def test_authors_protocol_three_ranks_equal_one_process(tmp_path: Path) -> None:
-    """Readout neurons, skips, stochastic sweeps (masks drawn for the whole batch on every
-    rank) and double dynamics + double update: 3 ranks, uneven slices, = one process.
+    """The authors' protocol on 3 ranks with uneven slices equals one process.
+
+    Readout neurons, skips, stochastic sweeps (masks drawn for the whole batch on every
+    rank) and double dynamics + double update.
     """
     overrides = [
         *DENSE,
@@ -221,8 +224,10 @@ def test_torchrun_launches_the_cli(tmp_path: Path) -> None:
 
 
 def test_signal_to_the_launcher_checkpoints_once(tmp_path: Path) -> None:
-    """SIGTERM to torchrun (what a scheduler sends) reaches every rank; they agree on the
-    batch to stop at, rank 0 saves the checkpoint, and the run resumes on one process.
+    """SIGTERM to torchrun (what a scheduler sends) reaches every rank.
+
+    They agree on the batch to stop at, rank 0 saves the checkpoint, and the run resumes on
+    one process.
     """
     out = tmp_path / "run"
     overrides = [*DENSE, "network.hidden=[400]", "train.epochs=1000"]

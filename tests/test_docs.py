@@ -78,8 +78,10 @@ def _text_files() -> list[Path]:
 
 
 def github_slug(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped (letters,
-    digits, '_', '-' and spaces kept), spaces turned into hyphens.
+    """The anchor GitHub gives a Markdown heading.
+
+    Lower case, punctuation dropped (letters, digits, '_', '-' and spaces kept), spaces
+    turned into hyphens.
     """
     text = heading.strip().lower()
     kept = "".join(ch for ch in text if ch in " -_" or unicodedata.category(ch)[0] in ("L", "N"))

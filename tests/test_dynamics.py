@@ -185,8 +185,10 @@ def test_network_dynamics_in_float32() -> None:
 def sequential_reference(
     net: Recurrent, ext: list[Tensor], s0: list[Tensor], max_sweeps: int
 ) -> tuple[list[list[Tensor]], Tensor]:
-    """Module after module, each from the states the modules below have just reached, on
-    every sample for every sweep; sweeps counts the sweeps a sample started off a fixed point.
+    """Reference layer-sequential dynamics, module after module.
+
+    Each module from the states the modules below have just reached, on every sample for
+    every sweep; sweeps counts the sweeps a sample started off a fixed point.
     """
     K, off = net.dense_matrix(), [0, *torch.tensor(net.sizes).cumsum(0).tolist()]
     s, trace = [t.clone() for t in s0], []

@@ -89,8 +89,9 @@ def test_counters_round_trip() -> None:
 
 
 def test_one_default_story() -> None:
-    """The estimator's defaults are the default recipe, which is what `darnn train` runs
-    without a config and what configs/default.yaml holds.
+    """The estimator's defaults are the default recipe.
+
+    That is what `darnn train` runs without a config and what configs/default.yaml holds.
     """
     from darnn.config import LearningConfig, NetworkConfig
     from darnn.estimator import LEARNING_PARAMS, NETWORK_PARAMS

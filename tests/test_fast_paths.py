@@ -36,8 +36,9 @@ F64 = torch.float64
 def reference_relax(
     K: Tensor, ext: Tensor, s0: Tensor, max_sweeps: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-    """Synchronous s <- sign(ext + K s) on every sample for every sweep; sweeps counts the
-    checks at which a sample was not yet a fixed point (s_i h_i > 0 for all i).
+    """Reference synchronous dynamics, s <- sign(ext + K s), on every sample for every sweep.
+
+    Sweeps counts the checks at which a sample was not yet a fixed point (s_i h_i > 0 for all i).
     """
     s, trace = s0.clone(), []
     sweeps = torch.zeros(s.shape[0], dtype=torch.int64)
@@ -140,8 +141,10 @@ def test_relax_phases_share_internal_fields() -> None:
 
 
 def closest(t: Tensor, threshold: float) -> float:
-    """Smallest non-zero |t - threshold|. An exact 0 is structural (a unit whose inputs are
-    all zero): every kernel computes it exactly, so it cannot differ between them.
+    """Smallest non-zero |t - threshold|.
+
+    An exact 0 is structural (a unit whose inputs are all zero): every kernel computes it
+    exactly, so it cannot differ between them.
     """
     d = (t - threshold).abs()
     d = d[d > 0]

@@ -1,5 +1,6 @@
-"""benchmarks/gpu_check.sh runs unchanged on a machine without CUDA (smoke sizes), so the
-prepared GPU check cannot rot before a GPU session runs it.
+"""The GPU check script runs unchanged on a machine without CUDA (smoke sizes).
+
+So benchmarks/gpu_check.sh cannot rot before a GPU session runs it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""`pip install` gives a working tool: the wheel carries every shipped YAML file, and the
-installed `darnn` runs shipped recipes, bench files and spaces by name from an empty folder.
+"""`pip install` gives a working tool.
+
+The wheel carries every shipped YAML file, and the installed `darnn` runs shipped recipes,
+bench files and spaces by name from an empty folder.
 
 The wheel is built from a copy of the checkout (no build/ or egg-info in the tree) and
 installed into a throw-away venv whose own site-packages hold only darnn; its dependencies

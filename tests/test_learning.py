@@ -214,8 +214,10 @@ def test_learning_config_fields_documented_in_estimator() -> None:
 
 
 def test_eval_readout_learns_from_the_label_free_state() -> None:
-    """readout_state="eval": hidden updates as with s*, W_out by the rule on the state that
-    prediction reads (warm-up + eval sweeps from 0, input only).
+    """With readout_state="eval" W_out learns from the label-free state.
+
+    Hidden updates as with s*, W_out by the rule on the state that prediction reads (warm-up
+    + eval sweeps from 0, input only).
     """
     g = torch.Generator().manual_seed(7)
     x = torch.rand(6, 5, generator=g, dtype=torch.float64)

@@ -33,8 +33,9 @@ def saved(tmp_path: Path, config: NetworkConfig = CSR) -> tuple[Network, Path]:
 
 
 def rewrite(stem: Path, edit_tensors=None, edit_info=None) -> None:  # type: ignore[no-untyped-def]
-    """Change the saved tensors and/or model.json, keeping the SHA-256 consistent (as a
-    deliberate forger would).
+    """Change the saved tensors and/or model.json, keeping the SHA-256 consistent.
+
+    As a deliberate forger would.
     """
     weights, manifest = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     tensors = safetensors.torch.load_file(str(weights))

@@ -1,5 +1,7 @@
-"""Tests for darnn.plots: the figure helper (a PNG written atomically, the figure closed
-either way) and the training plots.
+"""Tests for darnn.plots.
+
+The figure helper (a PNG written atomically, the figure closed either way) and the training
+plots.
 """
 
 from __future__ import annotations

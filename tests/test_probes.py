@@ -1,5 +1,6 @@
-"""benchmarks/probes.py (docs/recipes.md's second round) still runs, and --renorm holds the
-W_in row norms fixed for dense and CSR storage.
+"""The script benchmarks/probes.py (docs/recipes.md's second round) still runs.
+
+And --renorm holds the W_in row norms fixed for dense and CSR storage.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ CASES = sorted(p.stem for p in FIXTURES.glob("*.npz"))
 
 
 def configs(cfg: dict) -> tuple[NetworkConfig, LearningConfig]:
-    """darnn's options for one of their configs (docs/model.md#readout-neurons)."""
+    """The darnn options for one of their configs (docs/model.md#readout-neurons)."""
     L, H, N = cfg["num_layers"], cfg["H"], cfg["N"]
     lam_in = cfg["lambda_input_skip"]
     chain = L > 1
@@ -257,8 +257,9 @@ def test_estimator_runs_the_protocol() -> None:
 def test_readout_neurons_in_a_three_module_chain(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """Skips into and out of every non-last module of a deeper chain: trained through the
-    CLI, the readout skips learn and the feedback skips stay fixed.
+    """Skips into and out of every non-last module of a deeper chain.
+
+    Trained through the CLI, the readout skips learn and the feedback skips stay fixed.
     """
     from cli_helpers import run_main
 

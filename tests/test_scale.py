@@ -1,7 +1,8 @@
-"""No dense N x N on the way of a sparse network (issue 17, part 2): the whole `darnn train`
-command (epoch, diagnostics, evaluation, checkpoint, model, plots) runs with CSR couplings
-under an address-space cap smaller than one dense N x N matrix, and the densifications
-that exist on purpose are checked before they allocate.
+"""No dense N x N on the way of a sparse network (issue 17, part 2).
+
+The whole `darnn train` command (epoch, diagnostics, evaluation, checkpoint, model, plots)
+runs with CSR couplings under an address-space cap smaller than one dense N x N matrix, and
+the densifications that exist on purpose are checked before they allocate.
 """
 
 from __future__ import annotations

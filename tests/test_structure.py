@@ -1,5 +1,7 @@
-"""The shape of the code base: short, simple functions, small modules, configuration at the
-bottom of the import graph (issue 18). A newcomer reads any function on one screen.
+"""The shape of the code base (issue 18).
+
+Short, simple functions, small modules, configuration at the bottom of the import graph. A
+newcomer reads any function on one screen.
 """
 
 from __future__ import annotations

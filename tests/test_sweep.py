@@ -86,7 +86,7 @@ def load(storage: str, name: str) -> Any:
 
 
 def check_exactly(study: Any, n: int) -> None:
-    """n finished trials, each with its own run directory holding the sampled config."""
+    """Check n finished trials, each with its own run directory holding the sampled config."""
     trials = study.get_trials()
     assert len(trials) == n
     assert sorted(t.number for t in trials) == list(range(n))

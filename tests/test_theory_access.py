@@ -1,5 +1,7 @@
-"""Tests for darnn.theory.access: reproducibility and sense of the accessibility curves,
-the transition point, and validation of the whole grid before any run.
+"""Tests for darnn.theory.access.
+
+Reproducibility and sense of the accessibility curves, the transition point, and
+validation of the whole grid before any run.
 """
 
 from __future__ import annotations

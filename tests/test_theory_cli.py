@@ -1,6 +1,8 @@
-"""Tests for darnn.theory.cli (`darnn theory count | access | geometry`): outputs, the run
-directory (claimed, refused when not empty, removed on failure), defaults read from the
-experiment functions, and an import of the science without matplotlib or argparse.
+"""Tests for darnn.theory.cli (`darnn theory count | access | geometry`).
+
+Outputs, the run directory (claimed, refused when not empty, removed on failure), defaults
+read from the experiment functions, and an import of the science without matplotlib or
+argparse.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _stand_in(experiment: Callable[..., Any], effect: BaseException) -> Callable[..., Any]:
-    """Replaces ``experiment`` (same signature, so the same options): records its
-    arguments in ``.seen`` and raises ``effect``.
+    """Replace ``experiment`` (same signature, so the same options).
+
+    The replacement records its arguments in ``.seen`` and raises ``effect``.
     """
 
     @functools.wraps(experiment)

@@ -1,5 +1,7 @@
-"""Tests for darnn.theory.counting: exact enumeration against brute force, the annealed
-count, the ensemble experiment and its input validation.
+"""Tests for darnn.theory.counting.
+
+Exact enumeration against brute force, the annealed count, the ensemble experiment and its
+input validation.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Tests for darnn.theory.geometry: overlap and flip helpers, the ranges of the geometry
-experiment, and its input validation.
+"""Tests for darnn.theory.geometry.
+
+Overlap and flip helpers, the ranges of the geometry experiment, and its input validation.
 """
 
 from __future__ import annotations

@@ -231,8 +231,9 @@ def test_resume_refuses_a_changed_config(finished_run: Path) -> None:
 
 
 def test_config_keys_added_since_a_run_are_unchanged_at_their_defaults() -> None:
-    """A run written before an option existed resumes while that option keeps its default;
-    a non-default value of it is a change.
+    """A run written before an option existed resumes while that option keeps its default.
+
+    A non-default value of it is a change.
     """
     from darnn.runconfig import RunConfig, changed_keys
 
@@ -349,8 +350,10 @@ def test_resume_refuses_an_edited_config_yaml(tmp_path: Path) -> None:
 def test_resume_after_a_kill_before_the_first_checkpoint(
     finished_run: Path, tmp_path: Path
 ) -> None:
-    """A process killed during its first epoch leaves config.yaml, meta.json and maybe a
-    half-written temporary file: resuming removes the temporary and starts over exactly.
+    """A process killed during its first epoch is resumed from scratch, exactly.
+
+    It leaves config.yaml, meta.json and maybe a half-written temporary file: resuming
+    removes the temporary and starts over exactly.
     """
     out = tmp_path / "run"
     train(tiny(), out, progress=False, on_batch=lambda epoch, done: done == 1)

