@@ -60,6 +60,16 @@ def edit_checkpoint(run: Path, edit) -> None:  # type: ignore[no-untyped-def]
     modelfiles.save_checkpoint(path, state, tensors)
 
 
+def nan_weights(tensors: dict[str, torch.Tensor]) -> None:
+    name = next(k for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+
+
+def short_permutation(state: dict, tensors: dict[str, torch.Tensor]) -> None:  # type: ignore[type-arg]
+    state["batch"] = 1  # mid-epoch: the saved order is read
+    tensors["position.permutation"] = torch.arange(5)
+
+
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
@@ -68,8 +78,20 @@ def edit_checkpoint(run: Path, edit) -> None:  # type: ignore[no-untyped-def]
         (lambda s, t: s.pop("data_fingerprint"), "training data differ"),
         (lambda s, t: t["rng.order"].zero_(), "generator state rng.order"),
         (lambda s, t: t.update({"rng.dynamics": torch.zeros(3, dtype=torch.uint8)}), "rng.dyn"),
+        (lambda s, t: s.update(batch=10**9), "batch=1000000000"),
+        (lambda s, t: nan_weights(t), "NaN or infinite"),
+        (lambda s, t: short_permutation(s, t), "permutation"),
     ],
-    ids=["epoch-negative", "epoch-text", "no-fingerprint", "zero-rng", "short-rng"],
+    ids=[
+        "epoch-negative",
+        "epoch-text",
+        "no-fingerprint",
+        "zero-rng",
+        "short-rng",
+        "batch-1e9",
+        "nan-weights",
+        "short-permutation",
+    ],
 )
 def test_refused_resume_writes_nothing(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, fragment: str
