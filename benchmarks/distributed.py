@@ -44,6 +44,7 @@ def run(recipe: str, procs: int, threads: int, batch: int, samples: int) -> floa
 
 
 def main() -> None:
+    """Parse the command line and time each recipe and batch size over processes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--recipes", default="recipe_b_binarised_fashion.yaml,default.yaml", help="configs/ files"

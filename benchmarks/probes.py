@@ -1,11 +1,13 @@
-"""Variants of the training loop that are not config options, for docs/recipes.md's second
-round: input centring, W_in rows held at their initial norm, linear rate schedules.
+r"""Variants of the training loop that are not config options, for docs/recipes.md.
+
+The second round's: input centring, W_in rows held at their initial norm, linear rate
+schedules.
 
 Each run trains with the library's own `fit_epoch` (the variant enters through its public
 ``step`` argument, or as a transform of the input arrays) and prints validation accuracy
 and diagnostics after every epoch; the test split is never read. Example:
 
-    python benchmarks/probes.py centred --config configs/default.yaml --center \\
+    python benchmarks/probes.py centred --config configs/default.yaml --center \
         network.hidden=[2000] data.limit_train=20000 train.epochs=3
 """
 
@@ -38,6 +40,7 @@ def row_norms(c: Coupling) -> Tensor:
 
 @torch.no_grad()
 def set_row_norms(c: Coupling, target: Tensor) -> None:
+    """Rescale every row of ``c`` to the norm ``target`` (one per row), in place."""
     scale = target / row_norms(c).clamp_min(1e-12)
     if isinstance(c, DenseCoupling):
         c.weight.mul_(scale.unsqueeze(1))
@@ -47,6 +50,7 @@ def set_row_norms(c: Coupling, target: Tensor) -> None:
 
 
 def main() -> None:
+    """Parse the command line, train the variant, print per-epoch validation lines."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name", help="label printed on every line")
     ap.add_argument("--config", required=True)

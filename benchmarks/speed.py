@@ -74,11 +74,13 @@ BENCHES: dict[str, Bench] = {
 
 
 def load_recipe(bench: Bench) -> RunConfig:
+    """The bench's recipe with its overrides."""
     return load_run_config(CONFIGS / bench.config, bench.overrides)
 
 
 # ----------------------------------------------------------------------------- timing
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -116,8 +118,10 @@ def machine_limits(device: torch.device, repeats: int, quick: bool) -> dict[str,
 
 # ----------------------------------------------------------------------------- inputs
 def load_inputs(data: DataConfig, n_train: int, n_eval: int) -> tuple[Tensor, Tensor, Tensor, str]:
-    """(X_train, y_train, X_eval, source): the recipe's data set through its transform if
-    installed, else Fashion-MNIST through the same transform, else random images.
+    """Inputs to time on: (X_train, y_train, X_eval, source).
+
+    The recipe's data set through its transform if installed, else Fashion-MNIST through
+    the same transform, else random images.
     """
     for name in dict.fromkeys([data.name, "fashion-mnist"]):
         try:
@@ -145,6 +149,7 @@ def load_inputs(data: DataConfig, n_train: int, n_eval: int) -> tuple[Tensor, Te
 
 # ----------------------------------------------------------------------------- measurements
 def model_memory(net: Network) -> dict[str, object]:
+    """Storage format and bytes of W_in, J and W_out, and the network's total."""
     per = {}
     for name, c in {"w_in": net.w_in[0], "J": net.recurrent.J[0], "w_out": net.w_out}.items():
         per[name] = {
@@ -165,9 +170,10 @@ def model_memory(net: Network) -> dict[str, object]:
 def sweep_counts(
     net: Network, X: Tensor, y: Tensor, cfg: LearningConfig, steps: int, start: int
 ) -> dict:
-    """Sweeps per phase, as a mean over samples and as J products per step (a batch is
-    swept until its slowest sample settles), from an untimed pass of `steps` steps: each
-    batch's phases are relaxed once to count their sweeps, then the step learns from it.
+    """Sweeps per phase, as a mean over samples and as J products per step.
+
+    A batch is swept until its slowest sample settles. From an untimed pass of `steps`
+    steps: each batch's phases are relaxed once to count their sweeps, then the step learns from it.
     """
     per_step = []
     for i in range(start, start + steps):
@@ -225,8 +231,9 @@ def bare_kernels(
 
 
 def authors_style_step(net: Network, cfg: LearningConfig) -> Callable[[Tensor, Tensor], None]:
-    """A training step done the way the authors' JAX library does it, for comparison: masked
-    couplings as dense matrices, the input drive recomputed at every sweep, every sweep run.
+    """A training step done the way the authors' JAX library does it, for comparison.
+
+    Masked couplings as dense matrices, the input drive recomputed at every sweep, every sweep run.
     (Weights stored pre-masked; the mask is applied once per update; elementwise work uses
     the same fast float kernels as darnn, as XLA would fuse it. Works on copies.)
     """
@@ -261,8 +268,10 @@ def authors_style_step(net: Network, cfg: LearningConfig) -> Callable[[Tensor, T
 def cuda_graph_step(
     net: Network, cfg: LearningConfig, x: Tensor, y: Tensor
 ) -> Callable[[Tensor, Tensor], StepStats]:
-    """Capture one batch-16 training step as a CUDA graph; each call replays it on a new
-    batch (launch overhead gone). relax does not sync while a graph is being captured.
+    """Capture one batch-16 training step as a CUDA graph.
+
+    Each call replays it on a new batch (launch overhead gone). relax does not sync while a
+    graph is being captured.
     """
     static_x, static_y = x.clone(), y.clone()
     side = torch.cuda.Stream()
@@ -286,6 +295,7 @@ def cuda_graph_step(
 
 # ----------------------------------------------------------------------------- one config
 def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """Time one bench configuration (A, B or dense8192) on ``device``; returns its record."""
     bench = BENCHES[name]
     recipe = load_recipe(bench)
     lc = recipe.learning
@@ -424,6 +434,7 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dic
 
 
 def main() -> None:
+    """Parse the command line, time every configuration, write the results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--configs", default="A,B,dense8192", help="comma-separated: A, B, dense8192")

@@ -1,5 +1,7 @@
-"""Shipped recipes, bench files and spaces: found by name, a path or ./configs wins, listed
-by `darnn recipes` with their header's first sentence.
+"""Shipped recipes, bench files and spaces.
+
+Found by name, a path or ./configs wins, listed by `darnn recipes` with their header's
+first sentence.
 """
 
 from __future__ import annotations
