@@ -1,6 +1,7 @@
-"""Hostile and careless inputs of issue 17, part 3: each ends in one `darnn: error:`
-paragraph with exit status 2 (or, for signals, in a complete run), and a refused --resume
-leaves its run directory exactly as it was.
+"""Hostile and careless inputs of issue 17, part 3.
+
+Each ends in one `darnn: error:` paragraph with exit status 2 (or, for signals, in a
+complete run), and a refused --resume leaves its run directory exactly as it was.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def snapshot(run: Path) -> dict[str, bytes]:
 
 
 def edit_checkpoint(run: Path, edit) -> None:  # type: ignore[no-untyped-def]
-    """Rewrite the checkpoint with ``edit(state, tensors)`` applied and a valid digest, as a
-    user editing it by hand with darnn's own writer would.
+    """Rewrite the checkpoint with ``edit(state, tensors)`` applied and a valid digest.
+
+    As a user editing it by hand with darnn's own writer would.
     """
     path = run / "checkpoint.safetensors"
     state, tensors = modelfiles.load_checkpoint(path)
@@ -274,8 +276,9 @@ def test_theory_count_with_an_absurd_budget_is_refused(
 
 
 def test_second_sigint_during_shutdown_still_writes_every_result(tmp_path: Path) -> None:
-    """Ctrl-C twice (and a SIGTERM) while the finished run writes its plots: the plots are
-    written, the interpreter exits normally.
+    """Ctrl-C twice (and a SIGTERM) while the finished run writes its plots.
+
+    The plots are written, the interpreter exits normally.
     """
     script = (
         "import os, signal, sys\n"

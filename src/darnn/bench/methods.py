@@ -83,6 +83,7 @@ class Method:
     lr: float | None = None  # probe
 
     def to_dict(self) -> dict[str, Any]:
+        """The method as plain data for results.json (its config resolved)."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, (), "")}
         out.pop("config", None)
         if self.kind == "darnn":
@@ -108,9 +109,11 @@ class Plan:
     # outside the selection
 
     def method(self, name: str) -> Method:
+        """The method called ``name``."""
         return next(m for m in self.all_methods if m.name == name)
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as plain data (what config.yaml of a bench records)."""
         return {
             "dataset": self.dataset,
             "bench_file": str(self.bench_file),
@@ -156,9 +159,12 @@ def available_datasets() -> list[str]:
 
 
 def recipe_path(configs_dir: Path, recipe: str) -> Path:
-    """A bench file's ``recipe``: the file beside its configs folder (configs/NAME for
-    configs/bench/X.yaml), else the shipped recipe of that name (a bench file of your own,
-    anywhere, can use them), else the first path (missing: the caller says so)."""
+    """The file a bench file's ``recipe`` names.
+
+    The file beside its configs folder (configs/NAME for configs/bench/X.yaml), else the
+    shipped recipe of that name (a bench file of your own, anywhere, can use them), else the
+    first path (missing: the caller says so).
+    """
     path = configs_dir / recipe
     if path.is_file():
         return path
@@ -188,8 +194,10 @@ def load_plan(
     data_dir: str | None = None,
     device: str | None = None,
 ) -> Plan:
-    """Read configs/bench/DATASET.yaml and resolve every method (command-line values win
-    over the ``quick`` section, which wins over the file's top level).
+    """Read configs/bench/DATASET.yaml and resolve every method.
+
+    Command-line values win over the ``quick`` section, which wins over the file's top
+    level.
     """
     path = find_bench_file(dataset)
     where = f"bench file {path}"
@@ -272,8 +280,9 @@ def at_width(m: Method, width: int | None) -> Method:
 
 
 def match_baseline(m: Method, methods: list[Method], where: str) -> Method:
-    """An mlp or probe with the darnn method it refers to checked (and an mlp's batch size
-    filled in).
+    """An mlp or probe with the darnn method it refers to checked.
+
+    An mlp's batch size is filled in.
     """
     if m.kind not in ("mlp", "probe"):
         return m
@@ -360,8 +369,10 @@ def resolve_method(
 
 
 class DarnnMethods:
-    """The darnn rows of one entry: its recipe with the entry's overrides, at the bench's
-    width, data and epochs, as itself, a variant, or one two-module chain per lambda.
+    """The darnn rows of one entry.
+
+    Its recipe with the entry's overrides, at the bench's width, data and epochs, as itself,
+    a variant, or one two-module chain per lambda.
     """
 
     def __init__(self, name: str, entry: DarnnEntry, ctx: Context) -> None:
@@ -382,6 +393,7 @@ class DarnnMethods:
             self.settings["train"]["device"] = ctx.device
 
     def build(self, extra: Sequence[str]) -> RunConfig:
+        """The entry's config with ``extra`` overrides; ConfigError naming the entry."""
         try:
             overrides = [*self.entry.overrides, *extra]
             return load_run_config(self.recipe, overrides, settings=self.settings)
@@ -389,6 +401,7 @@ class DarnnMethods:
             raise ConfigError(f"{self.where}: {exc}") from None
 
     def method(self, name: str, note: str, extra: Sequence[str], lam: float | None) -> Method:
+        """One darnn method of this entry, its config built with ``extra``."""
         return Method(
             name,
             "darnn",
@@ -401,8 +414,9 @@ class DarnnMethods:
         )
 
     def sizing(self) -> tuple[tuple[int, ...], list[str]]:
-        """The hidden sizes and the overrides that set them: the recipe's own, or the
-        bench's width split equally over the recipe's modules.
+        """The hidden sizes and the overrides that set them.
+
+        The recipe's own, or the bench's width split equally over the recipe's modules.
         """
         ctx, layers = self.ctx, self.build([]).network.hidden
         candidates = (ctx.forced_hidden, self.entry.hidden, ctx.hidden)
@@ -418,6 +432,7 @@ class DarnnMethods:
         return layers, [override("network.hidden", list(layers))]
 
     def resolve(self) -> list[Method]:
+        """The entry's methods: itself, a variant, a chain per lambda, or a lambda scan."""
         variant, (layers, sizing) = self.entry.variant, self.sizing()
         if variant is None and self.entry.lambdas is not None:
             return self.scan(layers, sizing)
