@@ -4,7 +4,9 @@ Each ``docs/tutorials/NAME.py`` becomes the page ``tutorials/NAME.md``: a ``# %%
 cell becomes markdown (the leading ``# `` of its lines removed), any other ``# %%`` cell a
 fenced Python block. The script itself is still copied to the site, and each page links to
 it. Nothing is executed here (the test suite runs every tutorial: tests/test_tutorials.py),
-so the site builds offline in seconds; no Jupyter is needed.
+so the site builds offline in seconds; no Jupyter is needed. A figure a tutorial draws is
+shown from a copy committed in docs/figures/ (tutorialNN_*.png, written by running the
+script), linked from the markdown cell after the code that draws it.
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ fig.savefig("complexity.png", dpi=80, bbox_inches="tight")
 plt.close(fig)
 
 # %% [markdown]
+# ![The measured complexity against the annealed formula](../figures/tutorial01_complexity.png)
+#
 # Fixed points exist in exponential number for every J_D > κ, even at J_D = 0. The
 # paper's point is that the dynamics cannot *find* them there.
 #
@@ -121,6 +123,8 @@ fig.savefig("accessibility.png", dpi=80, bbox_inches="tight")
 plt.close(fig)
 
 # %% [markdown]
+# ![Fraction of starts at a fixed point, against J_D](../figures/tutorial01_accessibility.png)
+#
 # At J_D = 0 no run converges, although fixed points are plentiful; above a threshold of
 # order 0.5 (growing slowly with N) every run does, in a few sweeps. The same role is played
 # between modules by the inter-module coupling λ: `theory.accessibility(n, lambdas,
