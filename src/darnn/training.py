@@ -74,9 +74,9 @@ def train(
     holds the exact position); its "metrics" are the per-epoch records of metrics.jsonl.
     Under torchrun every rank calls this; rank 0 alone writes.
     """
-    out, tc = Path(out_dir), config.train
-    device, dtype = resolve_device(tc.device), DTYPES[tc.dtype]
-    ranks = distributed.start(device, tc.dist_timeout)  # None unless launched by torchrun
+    out, train_cfg = Path(out_dir), config.train
+    device, dtype = resolve_device(train_cfg.device), DTYPES[train_cfg.dtype]
+    ranks = distributed.start(device, train_cfg.dist_timeout)  # None unless launched by torchrun
     main = ranks is None or ranks.main
     created, stop = None, StopSignals()
     try:
@@ -90,7 +90,7 @@ def train(
         run, splits = prepare_run(out, config, device, dtype, ranks, checkpoint)
         start_recording(run, resume, command)
         with stop:
-            while run.position.epoch < tc.epochs:
+            while run.position.epoch < train_cfg.epochs:
                 bar = run.progress_bar(progress)
                 run.fit_epoch(partial(run.after_batch, bar, stop, on_batch))
                 bar.close()
@@ -101,7 +101,10 @@ def train(
                 if distributed.any_rank(ranks, stop.requested):
                     return run.summary("interrupted")
                 wants_stop = on_epoch is not None and bool(on_epoch(record))
-                if distributed.any_rank(ranks, wants_stop) and run.position.epoch < tc.epochs:
+                if (
+                    distributed.any_rank(ranks, wants_stop)
+                    and run.position.epoch < train_cfg.epochs
+                ):
                     return run.summary("stopped")
         if main:
             with DeferredSignals() as late:  # the results are written whatever arrives
@@ -143,7 +146,7 @@ def prepare_run(
     checkpoint: Checkpoint | None,
 ) -> tuple[Run, dict[str, Batch]]:
     """The run at its start, or where its checkpoint stopped, and the evaluation splits."""
-    tc = config.train
+    train_cfg = config.train
     data = load_data(config.data)
     train_set = tensors(data.X_train, data.y_train, device, dtype)
     splits = {
@@ -152,8 +155,8 @@ def prepare_run(
     }
     n_train = len(train_set[1])
     net = build_network(config, data.n_features, data.n_classes, device, dtype)
-    identity = RunIdentity(config, data.fingerprint(), n_train, -(-n_train // tc.batch_size))
-    run = Run(out, config, net, Position.start(tc.seed), identity, train_set, ranks)
+    identity = RunIdentity(config, data.fingerprint(), n_train, -(-n_train // train_cfg.batch_size))
+    run = Run(out, config, net, Position.start(train_cfg.seed), identity, train_set, ranks)
     if checkpoint is not None:
         restore_position(checkpoint, net, run.position, identity, out)
     return run, splits
@@ -192,25 +195,25 @@ class Run:
 
     def progress_bar(self, enabled: bool) -> Any:
         """The current epoch's live bar (rank 0, on a terminal)."""
-        pos, tc, n_train = self.position, self.config.train, self.identity.n_train
-        done = pos.batch * tc.batch_size
-        return progress_bar(enabled and self.main, pos.epoch, tc.epochs, n_train, done)
+        pos, train_cfg, n_train = self.position, self.config.train, self.identity.n_train
+        done = pos.batch * train_cfg.batch_size
+        return progress_bar(enabled and self.main, pos.epoch, train_cfg.epochs, n_train, done)
 
     def fit_epoch(self, after_batch: Callable[[int, EpochCounters], bool]) -> None:
         """The rest of the current epoch, from the batch the position stands at."""
-        pos, tc = self.position, self.config.train
+        pos, train_cfg = self.position, self.config.train
         if pos.permutation is None:
             pos.permutation = torch.randperm(self.identity.n_train, generator=pos.order)
         pos.counters, pos.batch = fit_epoch(
             self.net,
             *self.train_set,
             self.config.learning,
-            tc.batch_size,
+            train_cfg.batch_size,
             pos.permutation,
             generator=pos.dynamics,
             start_batch=pos.batch,
             counters=pos.counters,
-            threads=tc.threads,
+            threads=train_cfg.threads,
             step=self.step,
             after_batch=after_batch,
         )
@@ -256,14 +259,14 @@ class Run:
         counters: EpochCounters,
     ) -> bool:
         """`fit_epoch`'s callback: progress, stop requests, checkpoints within an epoch."""
-        tc, pos = self.config.train, self.position
-        bar.update(min(done * tc.batch_size, self.identity.n_train) - bar.n)
+        train_cfg, pos = self.config.train, self.position
+        bar.update(min(done * train_cfg.batch_size, self.identity.n_train) - bar.n)
         if done % 25 == 1:
             bar.set_postfix(acc=f"{counters.fraction('correct'):.4f}", refresh=False)
         if on_batch is not None and on_batch(pos.epoch, done):
             stop.requested = True
         stop.requested = distributed.any_rank(self.ranks, stop.requested)
-        every = tc.checkpoint_every if isinstance(tc.checkpoint_every, int) else 0
+        every = train_cfg.checkpoint_every if isinstance(train_cfg.checkpoint_every, int) else 0
         if stop.requested or (every and done % every == 0 and done < self.identity.n_batches):
             pos.batch = done
             self.save()
@@ -312,14 +315,16 @@ def epoch_record(run: Run, splits: dict[str, Batch], counters: EpochCounters) ->
     Accuracies (test is reported, never used to choose anything), dynamics, coupling
     symmetry and field statistics, speed.
     """
-    net, lc, tc = run.net, run.config.learning, run.config.train
-    with using_threads(threads_for(net, tc.eval_batch_size, tc.threads)):
+    net, learning, train_cfg = run.net, run.config.learning, run.config.train
+    with using_threads(threads_for(net, train_cfg.eval_batch_size, train_cfg.threads)):
         results = {
-            name: distributed.evaluate_sharded(run.ranks, net, Xs, ys, lc, tc.eval_batch_size)
+            name: distributed.evaluate_sharded(
+                run.ranks, net, Xs, ys, learning, train_cfg.eval_batch_size
+            )
             for name, (Xs, ys) in splits.items()
             if len(Xs)
         }
-        parts, probe_states = field_components(net, *run.probe, lc)
+        parts, probe_states = field_components(net, *run.probe, learning)
     dynamics = results.get("val", results["test"])
     return {
         "epoch": run.position.epoch + 1,
