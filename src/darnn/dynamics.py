@@ -55,7 +55,15 @@ point; a sweep may leave the others alone (a fixed point never moves under any s
 
 
 def spin_sign(h: Tensor, out: Tensor | None = None) -> Tensor:
-    """sign(h) with sign(0) = +1, in h's dtype (into `out` if given)."""
+    """The spin of each field: +1 where h >= 0, else -1, in h's dtype.
+
+    Args:
+        h: Fields of any shape.
+        out: Tensor of h's shape and dtype to write into; a new one if None.
+
+    Returns:
+        The spins, ``out`` if given.
+    """
     # Float-only ops: CPU kernels with bool inputs or outputs (where, >=) run 10-30x slower.
     out = torch.ge(h, 0, out=torch.empty_like(h) if out is None else out)
     return out.mul_(2).sub_(1)
@@ -92,7 +100,16 @@ class Relaxation:
 def is_fixed_point(
     states: Sequence[Tensor], fields: Sequence[Tensor], kappa: float = 0.0
 ) -> Tensor:
-    """(B,) bool: s_i h_i > kappa for every unit of every module."""
+    """Whether each sample is a fixed point: s_i h_i > kappa for every unit of every module.
+
+    Args:
+        states: One (B, N_l) tensor of spins ±1 per module.
+        fields: The total fields at ``states``, shaped like them.
+        kappa: The margin (0: plain stability).
+
+    Returns:
+        (B,) bool.
+    """
     return _unstable_counts(states, fields, kappa) == 0
 
 
@@ -166,14 +183,33 @@ def relax(
     generator: torch.Generator | None = None,
     trace: bool = False,
 ) -> Relaxation:
-    """Run the dynamics from `states` (default all zero) under `external` fields.
+    """Run the dynamics from ``states`` (default all zero) under ``external`` fields.
 
-    external: one (B, N_l) tensor per module, constant during the call.
-    internal: the internal fields at `states` if the caller already has them (they are
-        then not recomputed: consecutive phases share them).
-    schedule: "synchronous", "sequential" or "asynchronous" (see `make_sweep`).
-    None of the given tensors is modified.
-    Tanh units (network.activation=tanh) run `darnn.continuous.relax_continuous` instead.
+    Sweeps run until every sample is at a fixed point (s_i h_i > 0 for every unit; a
+    sample that has settled stays put) or ``max_sweeps`` have run
+    (docs/model.md#sweep-schedules). None of the given tensors is modified. Tanh units
+    (network.activation=tanh) run `darnn.continuous.relax_continuous` instead.
+
+    Args:
+        net: The modules and their couplings (J_l, J_D, inter-module couplings).
+        external: One (B, N_l) tensor of external fields per module (input drive, label
+            field), constant during the call.
+        states: One (B, N_l) tensor of spins ±1 per module to start from; zeros if None.
+        max_sweeps: Sweeps at most (>= 0; 0 returns the start with its fields).
+        schedule: "synchronous" (every unit from the previous state), "sequential" (module
+            after module) or "asynchronous" (one unit at a time, in random order).
+        internal: The internal fields at ``states`` if the caller already has them (they
+            are then not recomputed: consecutive phases share them).
+        generator: Random stream of the asynchronous schedule's unit orders.
+        trace: Also keep the states after every sweep (``Relaxation.trace``).
+
+    Returns:
+        A `Relaxation`: final states, internal and total fields, which samples ended at a
+        fixed point, and the sweeps each ran.
+
+    Raises:
+        ValueError: An unknown schedule, a negative ``max_sweeps``, or tensors whose
+            number, shapes or batch sizes do not match ``net``.
     """
     if getattr(net, "activation", "sign") == "tanh":
         from .continuous import relax_continuous

@@ -47,9 +47,21 @@ def local_rule(
 ) -> Tensor:
     """Apply the perceptron rule with margin to every learned matrix, in place.
 
-    All updates read only `states`, `fields` (the free fields at s*, label excluded) and
-    the pre-update readout, so applying them one after the other equals applying them
-    together. Returns the (B, N_L) mask of hidden units unstable w.r.t. kappa_j (last module).
+    A unit whose stability s_i h_i is at most its margin moves its incoming weights toward
+    making its state stable (docs/model.md#the-local-rule). All updates read only
+    ``states``, ``fields`` and the pre-update readout, so applying them one after the other
+    equals applying them together.
+
+    Args:
+        net: The network; W_in, J, learned inter-module couplings and W_out change.
+        x: (B, D) input batch.
+        y: (B,) int64 labels.
+        states: The state s* the batch settled in: one (B, N_l) tensor of ±1 per module.
+        fields: The free fields at s* (label excluded), shaped like ``states``.
+        cfg: Margins, rates and decays.
+
+    Returns:
+        (B, N_L) bool mask of the last module's units unstable w.r.t. kappa_j.
     """
     return _local_rule(net, x, y, states, fields, cfg, states[-1], net.readout(states[-1])).bool()
 
@@ -120,11 +132,18 @@ def two_phase(
     cfg: LearningConfig,
     generator: torch.Generator | None = None,
 ) -> tuple[list[Tensor], Relaxation]:
-    """Warm-up, clamped and free phases from s = 0.
+    """Warm-up, clamped and free phases from s = 0 (docs/model.md#the-learning-step).
+
+    Args:
+        net: The network (not modified).
+        x: (B, D) input batch.
+        y: (B,) int64 labels, injected as a field on the last module in the clamped phase.
+        cfg: Sweeps per phase and the schedule.
+        generator: Random stream of the asynchronous schedule, if any.
 
     Returns:
-        The input drives and the free phase's outcome (its fields are the free fields at
-        s*, label excluded).
+        The input drives (one (B, N_l) tensor per module) and the free phase's `Relaxation`
+        (its fields are the free fields at s*, label excluded).
     """
     drives, phases = three_phases(net, x, y, cfg, generator)
     return drives, phases[-1]
@@ -159,10 +178,21 @@ def learning_step(
     cfg: LearningConfig,
     generator: torch.Generator | None = None,
 ) -> StepStats:
-    """One training batch: two phases, then the local rule (weights change in place).
+    """One training batch: relax with and without the label, then the local rule.
 
-    With readout neurons (network.readout="neurons") the batch follows the authors'
-    protocol instead (`darnn.protocol`).
+    The weights change in place. With readout neurons (network.readout="neurons") the
+    batch follows the authors' protocol instead (`darnn.protocol`); with a contrastive
+    ``cfg.rule``, the rule of docs/model.md#contrastive-rules.
+
+    Args:
+        net: The network to train.
+        x: (B, D) input batch, features of order one.
+        y: (B,) int64 labels in 0..C-1.
+        cfg: The learning config.
+        generator: Random stream of the dynamics (asynchronous schedule, stochastic sweeps).
+
+    Returns:
+        The batch's `StepStats` (tensors: reading them syncs the device).
     """
     if net.config.readout == "neurons":
         return protocol_step(net, x, y, cfg, generator)
@@ -271,7 +301,20 @@ def predict_scores(
     cfg: LearningConfig,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Relaxation]:
-    """Readout field after warm-up + eval sweeps with the input alone (never the label)."""
+    """Class scores: the readout field after the evaluation dynamics.
+
+    Warm-up + eval sweeps from s = 0 with the input alone (never the label);
+    docs/model.md#prediction.
+
+    Args:
+        net: The network (not modified).
+        x: (B, D) input batch.
+        cfg: Sweeps and schedule.
+        generator: Random stream of the dynamics, if they draw any.
+
+    Returns:
+        (B, C) scores (the prediction is their argmax) and the evaluation `Relaxation`.
+    """
     if net.config.readout == "neurons":
         return protocol.predict(net, x, cfg, generator)
     out = evaluation_relaxation(net, net.input_drives(x), cfg, generator)
@@ -286,7 +329,19 @@ def evaluate(
     cfg: LearningConfig,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, float | Tensor]:
-    """Scores for a whole data set in batches; accuracy and dynamics diagnostics if y is given."""
+    """Scores for a whole data set, in batches; the accuracy too if labels are given.
+
+    Args:
+        net: The network (not modified).
+        X: (n, D) features (any device; moved batch by batch).
+        y: (n,) int64 labels, or None.
+        cfg: Sweeps and schedule of the evaluation dynamics.
+        batch_size: Samples per batch.
+
+    Returns:
+        ``scores`` (n, C), ``sweeps`` (mean sweeps the dynamics ran), ``converged``
+        (fraction of samples at a fixed point) and, with ``y``, ``accuracy``.
+    """
     scores, sweeps, converged = [], 0, 0
     # Where the dynamics run in chunks (`chunk_size` decides), each batch goes through
     # input product, dynamics and readout chunk by chunk, so the chunk stays in cache; only
