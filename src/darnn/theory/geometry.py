@@ -19,18 +19,8 @@ from ..checks import check_choice, check_count
 from ..config import SCHEDULES
 from ..dynamics import relax
 from ..network import Recurrent
+from . import common
 from .access import access_memory
-from .common import (
-    MAX_SWEEPS,
-    MEMORY_BUDGET,
-    Log,
-    check_memory,
-    check_values,
-    overlaps,
-    random_coupling,
-    random_states,
-    seeded_generator,
-)
 
 SCHEDULE = "asynchronous"  # the dynamics the theory analyses
 RADII = (0.0, 1.0, 2.0)  # return radii r, in units of the distance d
@@ -97,12 +87,12 @@ def reached_fixed_points(
     n_starts: int,
     *,
     schedule: str = SCHEDULE,
-    max_sweeps: int = MAX_SWEEPS,
+    max_sweeps: int = common.MAX_SWEEPS,
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
     """Relax random starts of a one-module net; (starts, final states) of the converged runs."""
     n = net.sizes[0]
-    starts = random_states(n_starts, n, generator, torch.float64)
+    starts = common.random_states(n_starts, n, generator, torch.float64)
     r = relax(
         net,
         [torch.zeros_like(starts)],
@@ -122,7 +112,7 @@ def return_fractions(
     *,
     trials: int = TRIALS,
     schedule: str = SCHEDULE,
-    max_sweeps: int = MAX_SWEEPS,
+    max_sweeps: int = common.MAX_SWEEPS,
     generator: torch.Generator,
 ) -> list[ReturnRow]:
     """How often a fixed point s* perturbed by d flips relaxes to one within r*d of s*.
@@ -178,47 +168,47 @@ def geometry_experiment(
     n_bases: int = 8,
     trials: int = TRIALS,
     schedule: str = SCHEDULE,
-    max_sweeps: int = MAX_SWEEPS,
+    max_sweeps: int = common.MAX_SWEEPS,
     seed: int = 0,
-    memory_budget: float = MEMORY_BUDGET,
-    log: Log | None = None,
+    memory_budget: float = common.MEMORY_BUDGET,
+    log: common.Log | None = None,
 ) -> GeometryResult:
     """Overlaps and return fractions on one J of n units (the same J for every J_D).
 
     At most `n_bases` reached fixed points are perturbed per J_D.
     """
     check_count("n", n, minimum=2)
-    check_values("j_d_values", j_d_values)
+    common.check_values("j_d_values", j_d_values)
     check_count("n_starts", n_starts, minimum=2)
     check_count("n_bases", n_bases, minimum=1)
     check_count("trials", trials, minimum=1)
     check_count("max_sweeps", max_sweeps, minimum=1)
     check_choice("schedule", schedule, SCHEDULES)
-    check_values("radii", radii)
+    common.check_values("radii", radii)
     if any(r < 0 for r in radii):
         raise ValueError(f"radii must be >= 0, got {list(radii)}")
     _check_distances(distances, n)
     batch = max(n_starts, n_bases * trials)
-    check_memory(
+    common.check_memory(
         f"geometry at N={n} with {n_starts} starts",
         access_memory(n, "single", "asynchronous") + 8 * (n_starts**2 + 4 * batch * n),
         memory_budget,
     )
-    J = random_coupling(n, seeded_generator(seed, n))
+    J = common.random_coupling(n, common.seeded_generator(seed, n))
     overlap_rows: list[OverlapRow] = []
     return_rows: list[ReturnRow] = []
     reached = {}
     for k, j_d in enumerate(j_d_values):
         t0 = time.perf_counter()
         net = Recurrent.from_matrices([J], j_d=j_d)
-        run_gen = seeded_generator(seed, n, k)
+        run_gen = common.seeded_generator(seed, n, k)
         starts, fps = reached_fixed_points(
             net, n_starts, schedule=schedule, max_sweeps=max_sweeps, generator=run_gen
         )
         reached[float(j_d)] = fps.shape[0] / n_starts
-        overlap_rows += [OverlapRow(float(j_d), "fp-fp", q) for q in overlaps(fps).tolist()]
+        overlap_rows += [OverlapRow(float(j_d), "fp-fp", q) for q in common.overlaps(fps).tolist()]
         overlap_rows += [
-            OverlapRow(float(j_d), "start-fp", q) for q in overlaps(starts, fps).tolist()
+            OverlapRow(float(j_d), "start-fp", q) for q in common.overlaps(starts, fps).tolist()
         ]
         if fps.shape[0]:
             return_rows += return_fractions(
