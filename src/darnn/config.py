@@ -71,7 +71,11 @@ class NetworkConfig:
     Field defaults: recipe A's scales (docs/model.md#recipe-a) on one dense module of 1000
     units, the base a recipe file starts from. The default recipe (``darnn train``,
     ``DARNClassifier()``) is runconfig.DEFAULT_RECIPE: 6000 sparse units, weaker label
-    feedback (configs/default.yaml).
+    feedback (configs/default.yaml). Every field is a key of a run config's ``network``
+    section, described in docs/model.md#config-keys.
+
+    Raises:
+        ValueError: A field out of its range or of the wrong type; the message names it.
     """
 
     hidden: tuple[int, ...] = (1000,)  # N_l of each hidden module
@@ -201,7 +205,11 @@ class LearningConfig:
     inputs of a unit (n_in * density). With ``margin_convention="offdiag"`` (authors'
     PyTorch code) the hidden margins are measured on the field without the J_D s_i term,
     i.e. the effective threshold is kappa + J_D; with "total" (authors' JAX code) the
-    field includes it and kappa is used as given.
+    field includes it and kappa is used as given. Every field is a key of a run config's
+    ``learning`` section, described in docs/model.md#config-keys.
+
+    Raises:
+        ValueError: A field out of its range or of the wrong type; the message names it.
     """
 
     schedule: str = "synchronous"

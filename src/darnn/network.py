@@ -234,7 +234,21 @@ def inter_couplings(
 class Network(nn.Module):
     """Input -> hidden chain -> readout, with fixed random label feedback.
 
-    Couplings and their initial scales: docs/model.md#the-deep-network.
+    Couplings and their initial scales: docs/model.md#the-deep-network. Every weight is
+    drawn on a CPU generator in a fixed order, so the seed alone fixes the weights, on any
+    device and in either storage (dense or CSR).
+
+    Args:
+        config: The architecture: modules, densities, strengths, readout.
+        n_features: D, the input size (>= 1).
+        n_classes: C, the number of classes (>= 2).
+        seed: Seed of every random draw.
+        device: Where the weights live ("cpu", "cuda", ...).
+        dtype: Floating dtype of the weights.
+
+    Raises:
+        ValueError: Bad sizes, or a network whose build would not fit in memory
+            (`darnn.memory.NetworkTooLargeError`, raised before anything is allocated).
     """
 
     def __init__(
