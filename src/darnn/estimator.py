@@ -277,7 +277,19 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
 
     # ----- fitting ---------------------------------------------------------------
     def fit(self, X, y) -> DARNClassifier:  # type: ignore[no-untyped-def]
-        """Train for ``n_epochs`` epochs from a fresh network."""
+        """Train for ``n_epochs`` epochs from a fresh network.
+
+        Args:
+            X (array-like): Shape (n_samples, n_features), scaled to about [0, 1] or [-1, 1].
+            y (array-like): Shape (n_samples,), class labels (at least two classes).
+
+        Returns:
+            The fitted estimator.
+
+        Raises:
+            ValueError: Invalid hyperparameters or data (scikit-learn's checks, values not
+                representable in ``dtype``), or a network too large for memory.
+        """
         self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
@@ -287,7 +299,19 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def partial_fit(self, X, y, classes=None) -> DARNClassifier:  # type: ignore[no-untyped-def]
-        """One epoch over (X, y); the first call needs ``classes`` (all labels ever seen)."""
+        """Train one more epoch on (X, y), continuing the same random streams.
+
+        Args:
+            X (array-like): Shape (n_samples, n_features).
+            y (array-like): Shape (n_samples,), labels among ``classes``.
+            classes (array-like | None): Every label ever seen; required on the first call.
+
+        Returns:
+            The estimator.
+
+        Raises:
+            ValueError: ``classes`` missing on the first call, or invalid data.
+        """
         first = not hasattr(self, "network_")
         if first:
             self._validate_params()
@@ -382,7 +406,15 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
 
     # ----- prediction ------------------------------------------------------------
     def decision_function(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
-        """Readout fields (n, C) after the free relaxation; (n,) for two classes."""
+        """Readout fields after the evaluation dynamics (input only).
+
+        Args:
+            X (array-like): Shape (n_samples, n_features).
+
+        Returns:
+            (n_samples, n_classes) fields, or (n_samples,) for two classes (positive: the
+            second class).
+        """
         check_is_fitted(self, "network_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         net, batch = self.network_, self.train_config_.eval_batch_size
