@@ -155,12 +155,20 @@ def plot_accuracy_vs_width(path: Path, rows: list[dict[str, Any]], title: str) -
         for group in dict.fromkeys(r["group"] for r in scanned):
             accuracy_curve(ax, [r for r in scanned if r["group"] == group], "bench_width", group)
         ax.set_xscale("log", base=2)
-        ax.set(
-            xlabel="hidden units H (darnn: one module; MLP baselines matched per width)",
-            ylabel="test accuracy (mean ± std over seeds)",
-            title=f"{title}: accuracy vs width",
+        label_axes(
+            ax,
+            "hidden units H (darnn: one module; MLP baselines matched per width)",
+            "test accuracy (mean ± std over seeds)",
+            f"{title}: accuracy vs width",
+            legend=True,
         )
-        ax.grid(alpha=0.3)
+
+
+def label_axes(ax: Any, xlabel: str, ylabel: str, title: str, *, legend: bool) -> None:
+    """Axis labels, title, a light grid and (``legend``) a small legend."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if legend:
         ax.legend(fontsize="small")
 
 
@@ -199,12 +207,13 @@ def plot_accuracy_vs_params(path: Path, rows: list[dict[str, Any]], title: str) 
                 fontsize=7,
             )
         ax.set_xscale("log")
-        ax.set(
-            xlabel="trainable non-zero parameters",
-            ylabel="test accuracy (mean ± std over seeds)",
-            title=f"{title}: accuracy vs parameters (o darnn, □ MLP, △ perceptron, ◇ probe)",
+        label_axes(
+            ax,
+            "trainable non-zero parameters",
+            "test accuracy (mean ± std over seeds)",
+            f"{title}: accuracy vs parameters (o darnn, □ MLP, △ perceptron, ◇ probe)",
+            legend=False,
         )
-        ax.grid(alpha=0.3)
 
 
 def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
@@ -216,14 +225,14 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
             for r in group:
                 epochs = range(1, len(r["val_curve"]) + 1)
                 ax.plot(epochs, r["val_curve"], marker="o", markersize=3, label=r["method"])
-            ax.set(
-                xlabel="epoch",
-                ylabel="validation accuracy (mean over seeds)",
-                title=f"{title}: learning curves" + (" (chains)" if group is chain else ""),
-            )
             ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
+            label_axes(
+                ax,
+                "epoch",
+                "validation accuracy (mean over seeds)",
+                f"{title}: learning curves" + (" (chains)" if group is chain else ""),
+                legend=True,
+            )
 
 
 def plot_lambda(
@@ -251,10 +260,10 @@ def plot_lambda(
                 color=f"C{n_groups + k}",  # the chains took C0 ... C{n_groups - 1}
                 label=f"{r['method']} (one module)",
             )
-        ax.set(
-            xlabel="inter-module coupling lambda (both ways)",
-            ylabel="test accuracy (mean ± std)",
-            title=f"{title}: two-module chain vs lambda",
+        label_axes(
+            ax,
+            "inter-module coupling lambda (both ways)",
+            "test accuracy (mean ± std)",
+            f"{title}: two-module chain vs lambda",
+            legend=True,
         )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
