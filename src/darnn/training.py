@@ -63,16 +63,23 @@ def train(
     on_batch: Callable[[int, int], bool | None] | None = None,
     on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``config`` into the run directory ``out_dir``; returns a summary dict.
+    """Train ``config`` into the run directory ``out_dir`` (what ``darnn train`` runs).
 
-    resume: continue the run in ``out_dir`` from its checkpoint (``config`` may differ from
-        the one it was trained with only in RESUMABLE_KEYS).
-    on_batch(epoch, batches_done): called after every batch; True stops like Ctrl-C.
-    on_epoch(record): called with each epoch's metrics once they are saved; True ends the
-        run there (status "stopped": a sweep's pruner uses it).
-    The summary's "status" is "completed", "stopped" or "interrupted" (a checkpoint then
-    holds the exact position); its "metrics" are the per-epoch records of metrics.jsonl.
-    Under torchrun every rank calls this; rank 0 alone writes.
+    Args:
+        config: The run config (data, network, learning, train sections).
+        out_dir: A new or empty folder; with ``resume``, the run to continue.
+        resume: Continue from the checkpoint (``config`` may differ only in RESUMABLE_KEYS).
+        progress: Show a progress bar and one line per epoch.
+        command: The command line recorded in meta.json.
+        on_batch: ``on_batch(epoch, batches_done)`` after every batch; True stops like Ctrl-C.
+        on_epoch: ``on_epoch(record)`` once each epoch's metrics are saved; True ends the run
+            there (status "stopped": a sweep's pruner uses it).
+
+    Returns:
+        The summary: "status" ("completed", "stopped" or "interrupted", a checkpoint then
+        holding the exact position), the final and best accuracies, and "metrics" (the
+        per-epoch records of metrics.jsonl). Under torchrun every rank calls this; rank 0
+        alone writes. Errors meant for the user are `RunError` / `ConfigError`.
     """
     out, train_cfg = Path(out_dir), config.train
     device, dtype = resolve_device(train_cfg.device), DTYPES[train_cfg.dtype]
