@@ -31,8 +31,8 @@ from darnn.training import build_network, train
 # ## A config: a shipped recipe plus overrides
 #
 # `load_run_config(path, overrides)` layers a YAML file and `section.key=value` overrides
-# (the same strings `darnn train --set` takes) on top of the default recipe, and validates
-# the result; a wrong key or value raises `ConfigError` naming it.
+# (the strings `darnn train` takes after its options) on top of the default recipe, and
+# validates the result; a wrong key or value raises `ConfigError` naming it.
 
 # %%
 small = [

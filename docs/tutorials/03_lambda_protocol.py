@@ -14,7 +14,7 @@
 # `configs/authors/lambda_advantage.yaml` is that run (two modules of 1600 units, 20
 # epochs on entangled inputs). Here it is shrunk to two modules of 100 units, 2,000
 # training samples and one epoch per λ, so the curve is only indicative; the full run is
-# `darnn train --config authors/lambda_advantage --set network.lambda_forward=L
+# `darnn train --config authors/lambda_advantage network.lambda_forward=L
 # network.lambda_backward=L`.
 
 # %%
