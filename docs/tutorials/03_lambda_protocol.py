@@ -94,11 +94,11 @@ for lam in lambdas:
 # ## The J_D = 0 chain: where λ alone decides
 #
 # The cleanest view of λ's role is the ablation `darnn bench` calls `chain_jd0`: the
-# default recipe's module split into two halves, J_D = 0, the halves joined one-to-one by λ
-# both ways, no skips, the readout a field (`network.readout=field`, the default). Nothing
-# but λ can make fixed points accessible, so below λ ≈ 1 the network cannot learn, and
-# above it it does (the README's digits table has the same scan with three seeds and ten
-# epochs). On scikit-learn's 8×8 digits this takes seconds.
+# default recipe at N = 400 split into two modules of 200, J_D = 0, the modules joined
+# one-to-one by λ both ways, no skips, a perceptron readout (`network.readout=perceptron`,
+# the default). Nothing but λ can make fixed points accessible, so below λ ≈ 1 the network
+# cannot learn, and above it it does (the README's digits table has the same scan with
+# three seeds and ten epochs). On scikit-learn's 8×8 digits this takes seconds.
 
 # %%
 chain_lambdas = [0.5, 1.0, 2.0]
