@@ -61,7 +61,21 @@ def fit_probe(
 ) -> ProbeResult:
     """Train a bias-free linear probe on (features, labels).
 
-    The last epoch is reported (no epoch is chosen on the test split).
+    Cross-entropy with Adam; the last epoch is reported (no epoch is chosen on the test
+    split).
+
+    Args:
+        train: (features (n, F), int64 labels (n,)) to fit on; likewise ``val`` and ``test``.
+        val: Validation split.
+        test: Test split, evaluated once at the end.
+        n_classes: C, the probe's outputs.
+        seed: Seed of the initial weights and the batch order.
+        epochs: Passes over ``train``.
+        lr: Adam's learning rate.
+        batch_size: Samples per step.
+
+    Returns:
+        The accuracies on the three splits after the last epoch.
     """
     X, y = train
     gen = torch.Generator().manual_seed(seed)

@@ -176,6 +176,14 @@ def load_dataset(
     ``standardize`` centres and scales every split by the training split's statistics,
     ``projection_dim`` multiplies by a Gaussian R (D x dim, seed ``transform_seed``),
     ``sign`` takes the sign.
+
+    Returns:
+        A `Dataset`: float32 features (n, D) and int64 labels in 0..C-1 for each split.
+
+    Raises:
+        DataError: The data set cannot be found or read (the message says where it looked
+            and how to get it), or a file is malformed.
+        ValueError: An argument out of its range (a split that leaves no training data).
     """
     # Check the arguments before reading (or downloading) anything.
     kind = None if transform is None else transform.lower().replace("binarized", "binarised")

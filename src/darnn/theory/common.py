@@ -58,6 +58,14 @@ def random_coupling(
     checks its own estimate against its memory budget first). As a last guard the draw
     (float32, its masked copy, the ``dtype`` result) is checked against the memory
     available before allocating: a huge N is a clear ValueError, not an allocator failure.
+
+    Args:
+        n: N, the number of units.
+        generator: The random stream (the same stream gives the same J).
+        dtype: The result's dtype.
+
+    Raises:
+        ValueError: The matrix would not fit in the available memory.
     """
     item = torch.empty((), dtype=dtype).element_size()
     need, room = n * n * (8 + item), available_memory()

@@ -162,8 +162,24 @@ def enumerate_fixed_points(
     Here h_i = sum_{j!=i} J_ij s_j + J_D s_i + external_i; the diagonal of J is ignored.
 
     Vectorised over chunks of `chunk` states (float64, memory bounded by the chunk).
-    return_states: also return the first `limit` fixed points (index order, see
-    `index_to_states`).
+
+    Args:
+        J: (N, N) couplings, N <= 24.
+        j_d: The self-coupling J_D.
+        kappa: The margin.
+        external: (N,) constant external fields, or None.
+        chunk: States per chunk (a power of two is used).
+        return_states: Also return the first ``limit`` fixed points (index order, see
+            `index_to_states`).
+        limit: At most this many states are returned.
+        memory_budget: Bytes the enumeration may use.
+
+    Returns:
+        An `Enumeration`: the count and, if asked, the states (int8 ±1).
+
+    Raises:
+        ValueError: A non-square J, N > MAX_ENUMERATION_N, a bad argument, or an estimate
+            over ``memory_budget``; checked before any allocation.
     """
     check_finite("j_d", j_d)
     check_finite("kappa", kappa)
