@@ -209,8 +209,19 @@ def relax_training(
 ) -> ProtocolRelaxation:
     """The training dynamics of one batch (see the module's docstring).
 
-    ``rows``/``global_batch``: this data-parallel rank's samples of the global batch
-    (update masks are drawn for all).
+    Args:
+        net: A network with readout neurons (not modified).
+        x: (B, D) input batch.
+        y: (B,) int64 labels; the readout is clamped to their ±1 code.
+        cfg: Sweeps, p_update, double dynamics.
+        generator: Random stream of the stochastic update masks (p_update < 1).
+        masks: Update masks to replay instead of drawing them (tests, cross-checks).
+        rows: This data-parallel rank's samples of the global batch.
+        global_batch: The global batch size (update masks are drawn for all of it).
+
+    Returns:
+        A `ProtocolRelaxation`: the final state (and the state after the first half of
+        double dynamics), the sweeps run, which samples ended stable.
     """
     batch = x.shape[0] if global_batch is None else global_batch
     sweeper = _Sweeper(net, x, y, cfg, generator, masks, rows, batch)
@@ -238,7 +249,18 @@ def predict(
     *,
     masks: Masks | None = None,
 ) -> tuple[Tensor, Relaxation]:
-    """Readout field h_out after warm-up + eval sweeps from 0, label and feedback off."""
+    """Readout field h_out after warm-up + eval sweeps from 0, label and feedback off.
+
+    Args:
+        net: A network with readout neurons (not modified).
+        x: (B, D) input batch.
+        cfg: Sweeps and p_update.
+        generator: Random stream of the stochastic update masks (p_update < 1).
+        masks: Update masks to replay instead of drawing them.
+
+    Returns:
+        (B, C) scores (the prediction is their argmax) and the evaluation `Relaxation`.
+    """
     batch = x.shape[0]
     y = torch.zeros(batch, dtype=torch.long, device=x.device)  # never read: the label is off
     sweeper = _Sweeper(net, x, y, cfg, generator, masks, None, batch)
