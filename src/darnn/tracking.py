@@ -32,7 +32,8 @@ def require() -> None:
     except ImportError as exc:
         raise ConfigError(
             f"train.tensorboard needs the tensorboard package ({exc}); install the "
-            f"tensorboard extra: {EXTRA}"
+            f"tensorboard extra: {EXTRA}, or run without it (train.tensorboard=false, "
+            "also allowed when resuming)"
         ) from None
 
 
