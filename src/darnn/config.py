@@ -35,7 +35,7 @@ MARGIN_CONVENTIONS = ("total", "offdiag", "offdiag_lambda")
 READOUT_STATES = ("free", "eval")
 # Unit activations (docs/model.md#continuous-units) and learning rules
 # (docs/model.md#contrastive-rules); the first of each is the default.
-ACTIVATIONS = ("sign", "tanh")
+UNIT_ACTIVATIONS = ("sign", "tanh")
 LEARNING_RULES = ("dynamical", "contrastive_difference", "contrastive_hebbian")
 TANH_RULES = ("delta", "truncated")
 
@@ -135,7 +135,7 @@ class NetworkConfig:
         check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
         check_count("inter_fan_in", self.inter_fan_in, minimum=1)
         self._check_readout_neurons()
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("activation", self.activation, UNIT_ACTIVATIONS)
         if self.activation == "tanh" and self.readout == "neurons":
             raise ValueError(
                 "network.activation=tanh cannot be used with network.readout=neurons: the "
@@ -415,7 +415,6 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    "ACTIVATIONS",
     "EVAL_BATCH_SIZE",
     "INTER_KINDS",
     "LABEL_ENCODINGS",
@@ -427,6 +426,7 @@ __all__ = [
     "SCHEDULES",
     "SPARSE_FORMATS",
     "TANH_RULES",
+    "UNIT_ACTIVATIONS",
     "LearningConfig",
     "NetworkConfig",
     "check_compatible",

@@ -41,7 +41,7 @@ from .config import LearningConfig
 from .continuous import j_post
 from .couplings import batch_minor
 from .dynamics import relax
-from .learning import StepStats, _at_most
+from .learning import StepStats, at_most
 from .network import Network
 
 
@@ -139,12 +139,12 @@ def learn(net: Network, x: Tensor, y: Tensor, phases: Phases, cfg: LearningConfi
         if hebbian:
             return s, s, s
         stability = s * h
-        post_in = _at_most(stability, cfg.kappa_in + offset).mul_(s)
+        post_in = at_most(stability, cfg.kappa_in + offset).mul_(s)
         if tanh:
             post_j = j_post(s, h, cfg.kappa_j + offset, cfg.tanh_rule, cfg.tanh_tolerance)
         else:
-            post_j = _at_most(stability, cfg.kappa_j + offset).mul_(s)
-        post_inter = _at_most(stability, cfg.kappa_inter + offset).mul_(s)
+            post_j = at_most(stability, cfg.kappa_j + offset).mul_(s)
+        post_inter = at_most(stability, cfg.kappa_inter + offset).mul_(s)
         return post_in, post_j, post_inter
 
     def update(coupling, post: Tensor, pre: Tensor, lr: float, decay: float, fan_in: float) -> None:  # type: ignore[no-untyped-def]
@@ -178,12 +178,12 @@ def learn(net: Network, x: Tensor, y: Tensor, phases: Phases, cfg: LearningConfi
             )
     t = net.targets(y)
     h_out_free = net.readout(sf[-1])  # before W_out changes
-    post_free = _at_most(t * h_out_free, cfg.kappa_out).mul_(t)
+    post_free = at_most(t * h_out_free, cfg.kappa_out).mul_(t)
     n_last = sf[-1].shape[1]
     if hebbian:
         update(net.w_out, post_free, sf[-1], cfg.lr_out, cfg.decay_out, n_last)
     else:
-        post_clamped = _at_most(t * net.readout(sc[-1]), cfg.kappa_out).mul_(t)
+        post_clamped = at_most(t * net.readout(sc[-1]), cfg.kappa_out).mul_(t)
         update(
             net.w_out,
             both(post_free, -post_clamped),
@@ -192,7 +192,7 @@ def learn(net: Network, x: Tensor, y: Tensor, phases: Phases, cfg: LearningConfi
             cfg.decay_out,
             n_last,
         )
-    unstable = _at_most(sf[-1] * hf[-1], cfg.kappa_j + offset)
+    unstable = at_most(sf[-1] * hf[-1], cfg.kappa_j + offset)
     return StepStats(
         batch_size=batch,
         correct=(h_out_free.argmax(dim=1) == y).sum(),

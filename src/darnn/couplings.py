@@ -221,7 +221,7 @@ class SparseCoupling(Coupling):
     def support(self) -> Tensor:
         """Boolean (n_out, n_in) mask of the stored entries."""
         sup = torch.zeros(self.n_out, self.n_in, dtype=torch.bool, device=self.values.device)
-        sup[_row_indices(self.crow), self.col.long()] = True
+        sup[row_indices(self.crow), self.col.long()] = True
         return sup
 
     @property
@@ -269,7 +269,7 @@ class IdentityCoupling(Coupling):
         return self.n_out
 
 
-def _row_indices(crow: Tensor) -> Tensor:
+def row_indices(crow: Tensor) -> Tensor:
     """Row of every stored entry of a CSR matrix (int64, in storage order)."""
     counts = (crow[1:] - crow[:-1]).long()
     return torch.repeat_interleave(torch.arange(len(counts), device=crow.device), counts)
@@ -308,7 +308,7 @@ def check_csr_indices(
         bad = int(col64[(col64 < 0) | (col64 >= n_cols)][0])
         return f"column index {bad} is outside [0, {n_cols})"
     if len(col):
-        rows = _row_indices(crow64)
+        rows = row_indices(crow64)
         unsorted = (rows[1:] == rows[:-1]) & (col64[1:] <= col64[:-1])
         if bool(unsorted.any()):
             row = int(rows[1:][unsorted][0])
@@ -390,7 +390,7 @@ def gaussian_coupling(
     values = torch.randn(len(col), generator=generator).mul_(scale)
     if sparse:
         return SparseCoupling(crow, col, values, (n_out, n_in))
-    rows, cols = _row_indices(crow), col.long()
+    rows, cols = row_indices(crow), col.long()
     weight = torch.zeros(n_out, n_in)
     weight[rows, cols] = values
     mask = torch.zeros(n_out, n_in, dtype=torch.bool)

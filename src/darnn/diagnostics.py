@@ -8,7 +8,7 @@ import torch
 
 from . import protocol
 from .config import LearningConfig
-from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling, _row_indices
+from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling, row_indices
 from .learning import two_phase
 from .network import Network
 
@@ -55,7 +55,7 @@ def _sparse_square_and_cross(coupling: SparseCoupling) -> tuple[float, float]:
     values = coupling.values.detach().to("cpu", torch.float64)
     if values.numel() == 0:
         return 0.0, 0.0
-    rows = _row_indices(coupling.crow.to("cpu"))
+    rows = row_indices(coupling.crow.to("cpu"))
     cols = coupling.col.to("cpu").long()
     keys = rows * n + cols
     keys, order = torch.sort(keys)

@@ -66,7 +66,7 @@ def local_rule(
     return _local_rule(net, x, y, states, fields, cfg, states[-1], net.readout(states[-1])).bool()
 
 
-def _at_most(t: Tensor, kappa: float) -> Tensor:
+def at_most(t: Tensor, kappa: float) -> Tensor:
     """1.0 where t <= kappa, else 0.0, in t's dtype and layout (CPU bool kernels are slow)."""
     return torch.le(t, kappa, out=torch.empty_like(t))
 
@@ -99,17 +99,17 @@ def _local_rule(
     same_margin = cfg.kappa_in == cfg.kappa_j  # then W_in and J share one post-synaptic term
     for l, (s, h) in enumerate(zip(states, fields)):
         stability = s * h
-        mask_j = _at_most(stability, cfg.kappa_j + offset)
+        mask_j = at_most(stability, cfg.kappa_j + offset)
         post_j = mask_j * s
         if l < len(net.w_in):
-            post = post_j if same_margin else _at_most(stability, cfg.kappa_in + offset).mul_(s)
+            post = post_j if same_margin else at_most(stability, cfg.kappa_in + offset).mul_(s)
             update(net.w_in[l], post, x, cfg.lr_in, cfg.decay_in, net.n_features * c.w_in_density)
         if c.activation == "tanh":  # J's own rule for continuous units (darnn.continuous)
             post_j = j_post(s, h, cfg.kappa_j + offset, cfg.tanh_rule, cfg.tanh_tolerance)
         update(rec.J[l], post_j, s, cfg.lr_j, cfg.decay_j, s.shape[1] * c.j_density)
         unstable_j = mask_j
         if cfg.learn_inter and l > 0:
-            post = _at_most(stability, cfg.kappa_inter + offset).mul_(s)
+            post = at_most(stability, cfg.kappa_inter + offset).mul_(s)
             fan = net.inter_fan_in(l)
             update(
                 rec.forward_couplings[l - 1],
@@ -120,7 +120,7 @@ def _local_rule(
                 fan,
             )
     t = net.targets(y)
-    post_out = _at_most(t * h_out, cfg.kappa_out).mul_(t)
+    post_out = at_most(t * h_out, cfg.kappa_out).mul_(t)
     update(net.w_out, post_out, readout_in, cfg.lr_out, cfg.decay_out, readout_in.shape[1])
     return unstable_j
 
