@@ -33,7 +33,7 @@ optuna = pytest.importorskip(
 from optuna.trial import TrialState  # noqa: E402
 
 from darnn.cli import main  # noqa: E402
-from darnn.runconfig import RunConfig  # noqa: E402
+from darnn.runconfig import RunConfig, load_run_config  # noqa: E402
 from darnn.sweep.space import SpaceError, load_space, parse_space  # noqa: E402
 from darnn.sweep.study import (  # noqa: E402
     ERROR,
@@ -243,6 +243,14 @@ def test_two_workers_on_sqlite_finish_exactly_n(
     text = capsys.readouterr().out
     best = max(study.trials, key=lambda t: t.value)
     assert f"{best.value:.4f}" in text and best.user_attrs[RUN_DIR] in text
+    # The best trial's values as overrides that rebuild its config exactly.
+    line = next(x for x in text.splitlines() if x.startswith("best trial as overrides: "))
+    items = line.removeprefix("best trial as overrides: ").split(" ")
+    rebuilt = load_run_config(files["config"], items).to_dict()
+    ran = load_run_config(Path(best.user_attrs[RUN_DIR]) / "config.yaml").to_dict()
+    for key in best.params:
+        section, name = key.split(".")
+        assert rebuilt[section][name] == ran[section][name]
     for name in ("optimization_history", "slice"):
         assert (out / f"{name}.png").stat().st_size > 1000
     # Importances need trials that differ enough; otherwise the summary says why not.

@@ -7,12 +7,14 @@ two complete trials with different values) and a slice plot of each parameter.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .space import Param
 from .storage import (
     SweepError,
     import_optuna,
@@ -22,7 +24,7 @@ from .storage import (
     sqlite_path,
     storage_url,
 )
-from .study import ERROR, METRIC_ATTR, RUN_DIR, tally
+from .study import ERROR, METRIC_ATTR, RUN_DIR, SPACE_ATTR, tally
 
 PLOTS = ("optimization_history", "param_importances", "slice")
 
@@ -103,6 +105,30 @@ def best_table(study: Any, top: int) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]
+    )
+
+
+def best_overrides(study: Any) -> str | None:
+    """The best complete trial's sampled values as ``key=value`` overrides.
+
+    What a bench file's ``overrides`` or ``darnn train`` needs to rerun it (full precision).
+    """
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    best = min(done, key=lambda t: (-t.value, t.number))
+    space = study.user_attrs.get(SPACE_ATTR, {})
+    encoded = {
+        key
+        for key, spec in space.items()
+        if "choices" in spec and Param(key, "categorical", choices=tuple(spec["choices"])).encoded
+    }
+    values = {k: json.loads(v) if k in encoded else v for k, v in best.params.items()}
+    # JSON is YAML: floats keep full precision, lists and strings read back as they were
+    return " ".join(
+        f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in sorted(values.items())
     )
 
 
@@ -188,6 +214,9 @@ def summarize(
         "",
         best_table(study, top),
     ]
+    overrides = best_overrides(study)
+    if overrides is not None:
+        lines += ["", f"best trial as overrides: {overrides}"]
     failures = failure_lines(study)
     if failures:
         lines += ["", "failed trials:", *failures]
