@@ -1,11 +1,13 @@
 """Equal tuning effort for the contrast benches: one small Optuna study per method.
 
 Every method of ``configs/bench/contrast.yaml`` (or ``contrast-fashion.yaml``) gets the same
-search: the same number of trials, the same reduced budget, the same sampler seed, scored on
-validation only. The learning rules search ``configs/spaces/contrast.yaml``; random features
-(learning off) have only a readout to tune and search ``contrast_readout.yaml`` with the same
-number of trials. The best trial of each study is printed as the overrides to paste into the
-bench file, and written with the summaries to ``benchmarks/bench/<bench>/tuning.md``.
+search: the same number of trials (12), the bench's own budget (20,000 training samples, 10
+epochs, seed 0), the same sampler seed, scored on validation only. The learning rules
+search ``configs/spaces/contrast.yaml``; random features (learning off) have only a readout
+to tune and search ``contrast_readout.yaml`` with the same number of trials. The best trial
+of each study is printed as the overrides to paste into the bench file, and written with the
+summaries to ``benchmarks/bench/tuning/<bench>.md`` (beside the bench outputs: a bench claims
+an empty ``--out``).
 
     python benchmarks/contrast_tuning.py contrast            # Entangled Fashion-MNIST, N = 400
     python benchmarks/contrast_tuning.py contrast-fashion    # Fashion-MNIST, N = 200
@@ -89,11 +91,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line: which bench, and the search budget."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", choices=sorted(BENCHES))
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--limit-train", type=int, default=10000)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--limit-train", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--report", type=Path, help="default benchmarks/bench/BENCH/tuning.md")
+    parser.add_argument("--report", type=Path, help="default benchmarks/bench/tuning/BENCH.md")
     parser.add_argument("--sweeps", type=Path, default=ROOT / "benchmarks" / "sweeps")
     parser.add_argument("--set", action="append", default=[], help="override for every study")
     return parser.parse_args(argv)
@@ -110,7 +112,7 @@ if __name__ == "__main__":
         args.sweeps,
         tuple(args.set),
     )
-    report = args.report or ROOT / "benchmarks" / "bench" / args.bench / "tuning.md"
+    report = args.report or ROOT / "benchmarks" / "bench" / "tuning" / f"{args.bench}.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text + "\n")
     print(text)
