@@ -440,6 +440,36 @@ def test_two_workers_on_postgresql_finish_exactly_n(
     assert not (tmp_path / "sweep" / "study.db").exists()  # the study lives in PostgreSQL
 
 
+def test_new_storage_opened_by_two_processes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that loses the race to create Optuna's tables retries and opens them."""
+    import sqlalchemy.exc
+
+    from darnn.sweep import storage as storage_module
+
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:  # what the loser sees when the winner inserted first
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    opened = storage_module.make_storage(url)
+    assert len(calls) == 2 and opened.get_all_studies() == []
+
+    def always(*args: Any, **kwargs: Any) -> Any:
+        raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception())
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", always)
+    with pytest.raises(sqlalchemy.exc.OperationalError):  # a database that never opens
+        storage_module.make_storage(url)
+
+
 def test_interrupted_trial_is_queued_again(tmp_path: Path, files: dict[str, str]) -> None:
     """Ctrl-C: the trial is recorded as interrupted, queued again, and the rerun runs it."""
     write_yaml(Path(files["config"]), {**BASE, "train": {"epochs": 12}})
@@ -459,7 +489,8 @@ def test_interrupted_trial_is_queued_again(tmp_path: Path, files: dict[str, str]
     try:
         wait_for(started, 240, "a trial past its first epoch")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130
+        code = proc.wait(timeout=120)
+        assert code == 130, proc.stderr.read().decode() if proc.stderr else code
     finally:
         proc.kill()
         proc.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..errors import RunError
 
 STUDY_DB = "study.db"
 INSTALL_HINT = "pip install -e '.[sweep]'"
+CREATE_RETRIES = 4  # opening a new database while another process creates its tables
 
 
 class SweepError(RunError):
@@ -191,9 +193,21 @@ def make_storage(
     kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         kwargs = {"heartbeat_interval": heartbeat, "heartbeat_stale_trial_callback": on_stale}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+    from sqlalchemy import exc as sa_exc
+
+    # Two processes that open a new database at once both create Optuna's tables; the loser's
+    # insert fails (UNIQUE alembic_version, table exists). The tables are there on a retry.
+    def open_storage() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+
+    for attempt in range(CREATE_RETRIES - 1):
+        try:
+            return open_storage()
+        except (sa_exc.IntegrityError, sa_exc.OperationalError):
+            time.sleep(0.2 * (attempt + 1))
+    return open_storage()
 
 
 __all__ = [
