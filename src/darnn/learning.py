@@ -37,6 +37,11 @@ class StepStats:
     free_sweeps: Tensor  # sweeps the free phase ran, summed over samples
 
 
+def at_most(t: Tensor, kappa: float) -> Tensor:
+    """1.0 where t <= kappa, else 0.0, in t's dtype and layout (CPU bool kernels are slow)."""
+    return torch.le(t, kappa, out=torch.empty_like(t))
+
+
 def local_rule(
     net: Network,
     x: Tensor,
@@ -44,6 +49,9 @@ def local_rule(
     states: list[Tensor],
     fields: list[Tensor],
     cfg: LearningConfig,
+    *,
+    readout_in: Tensor | None = None,
+    h_out: Tensor | None = None,
 ) -> Tensor:
     """Apply the perceptron rule with margin to every learned matrix, in place.
 
@@ -59,32 +67,15 @@ def local_rule(
         states: The state s* the batch settled in: one (B, N_l) tensor of ±1 per module.
         fields: The free fields at s* (label excluded), shaped like ``states``.
         cfg: Margins, rates and decays.
+        readout_in: The state the readout learns from (default s*, ``states[-1]``).
+        h_out: Its readout before the update, if already computed.
 
     Returns:
-        (B, N_L) bool mask of the last module's units unstable w.r.t. kappa_j.
+        (B, N_L) mask of the last module's units unstable w.r.t. kappa_j: 1.0 where unstable,
+        0.0 elsewhere, in the states' dtype (CPU bool kernels are slow).
     """
-    return _local_rule(net, x, y, states, fields, cfg, states[-1], net.readout(states[-1])).bool()
-
-
-def at_most(t: Tensor, kappa: float) -> Tensor:
-    """1.0 where t <= kappa, else 0.0, in t's dtype and layout (CPU bool kernels are slow)."""
-    return torch.le(t, kappa, out=torch.empty_like(t))
-
-
-def _local_rule(
-    net: Network,
-    x: Tensor,
-    y: Tensor,
-    states: list[Tensor],
-    fields: list[Tensor],
-    cfg: LearningConfig,
-    readout_in: Tensor,
-    h_out: Tensor,
-) -> Tensor:
-    """`local_rule` with the readout learning from ``readout_in``; returns the mask as 0/1.
-
-    ``readout_in`` is s* or the label-free state, whose pre-update readout is h_out.
-    """
+    readout_in = states[-1] if readout_in is None else readout_in
+    h_out = net.readout(readout_in) if h_out is None else h_out
     c = net.config
     batch = x.shape[0]
     inv_sqrt_b = 1.0 / math.sqrt(batch)
@@ -285,7 +276,7 @@ def learn_relaxed(
     """
     pre_out = states[-1] if readout_in is None else readout_in
     h_out = net.readout(pre_out)  # before W_out changes
-    unstable = _local_rule(net, x, y, states, fields, cfg, pre_out, h_out)
+    unstable = local_rule(net, x, y, states, fields, cfg, readout_in=pre_out, h_out=h_out)
     return StepStats(
         batch_size=x.shape[0],
         correct=(h_out.argmax(dim=1) == y).sum(),
