@@ -274,9 +274,8 @@ def learn_relaxed(
     ``sweeps``: per sample). ``readout_in``: the state the readout learns from if not s*
     (see `label_free_state`).
     """
-    pre_out = states[-1] if readout_in is None else readout_in
-    h_out = net.readout(pre_out)  # before W_out changes
-    unstable = local_rule(net, x, y, states, fields, cfg, readout_in=pre_out, h_out=h_out)
+    h_out = net.readout(states[-1] if readout_in is None else readout_in)  # before W_out changes
+    unstable = local_rule(net, x, y, states, fields, cfg, readout_in=readout_in, h_out=h_out)
     return StepStats(
         batch_size=x.shape[0],
         correct=(h_out.argmax(dim=1) == y).sum(),

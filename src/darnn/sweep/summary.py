@@ -79,13 +79,18 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def best_table(study: Any, top: int) -> str:
-    """The ``top`` complete trials by validation accuracy, best first."""
+def ranked(study: Any) -> list[Any]:
+    """The complete trials, best first (ties: the earlier trial)."""
     from optuna.trial import TrialState
 
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: (-t.value, t.number))
+
+
+def best_table(study: Any, top: int) -> str:
+    """The ``top`` complete trials by validation accuracy, best first."""
     metric = study.user_attrs.get(METRIC_ATTR, "val_accuracy")
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    done.sort(key=lambda t: (-t.value, t.number))
+    done = ranked(study)
     if not done:
         return "no complete trial yet"
     keys = sorted({k for t in done for k in t.params})
@@ -113,12 +118,10 @@ def best_overrides(study: Any) -> str | None:
 
     What a bench file's ``overrides`` or ``darnn train`` needs to rerun it (full precision).
     """
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = ranked(study)
     if not done:
         return None
-    best = min(done, key=lambda t: (-t.value, t.number))
+    best = done[0]
     space = study.user_attrs.get(SPACE_ATTR, {})
     encoded = {
         key
