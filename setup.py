@@ -16,5 +16,5 @@ data_packages = ["darnn.configs", *(f"darnn.configs.{name}" for name in folders)
 setup(
     packages=[*find_packages("src"), *data_packages],
     package_dir={"": "src", "darnn.configs": "configs"},
-    package_data={"darnn": ["py.typed"], **{name: ["*.yaml"] for name in data_packages}},
+    package_data={"darnn": ["py.typed", "fused.c"], **{name: ["*.yaml"] for name in data_packages}},
 )

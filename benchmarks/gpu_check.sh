@@ -33,10 +33,10 @@ echo "gpu_check: CUDA tests" >&2
 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py | tee "$OUT/tests.txt"
 
 if [ "$DEVICE" = cuda ] && [ -z "${QUICK:-}" ]; then
-    SPEED=(--device cuda --configs A,B,dense8192 --repeats 3)
+    SPEED=(--device cuda --configs A,B,dense8192 --repeats 3 --kernels torch)
     TRAIN=()
 else
-    SPEED=(--device "$DEVICE" --configs A,B --quick --repeats 1)
+    SPEED=(--device "$DEVICE" --configs A,B --quick --repeats 1 --kernels torch,auto)
     TRAIN=(data.name=digits network.hidden=[200] network.j_density=1.0 network.w_in_density=1.0)
 fi
 echo "gpu_check: speed (${SPEED[*]})" >&2
@@ -56,7 +56,7 @@ summary = {
     "device": json.loads((out / "device.json").read_text()),
     "tests": (out / "tests.txt").read_text().strip().splitlines()[-1:],
     "speed": json.loads((out / "speed.json").read_text()),
-    "train_one_epoch": {k: metrics[-1][k] for k in ("test_acc", "val_acc", "train_time", "samples_per_s") if k in metrics[-1]},
+    "train_one_epoch": {k: metrics[-1][k] for k in ("test_acc", "val_acc", "train_time", "samples_per_s", "kernel", "eval_kernel") if k in metrics[-1]},
 }
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=1))
 print(f"gpu_check: done; {out / 'gpu_check.json'}")

@@ -10,6 +10,8 @@ For each configuration it prints (and writes to --out) one JSON object with
   readout, the J / W_in / W_out updates), and step_time / bare_time;
 * the same step done the way the authors' JAX library does it (dense masked matrices, the
   input drive recomputed at every sweep, every sweep run), timed on the same machine;
+* each of --kernels (learning.kernel: torch, the tensor operations; fused, the compiled CPU
+  relaxation of darnn.fused; auto, what a user gets), timed in the same run;
 * the machine's limits: dense sgemm GFLOP/s and memory read bandwidth, and the GFLOP/s
   (useful products only) and GB/s (weights streamed) the runs achieve.
 
@@ -27,6 +29,7 @@ range), else random sparse images; the "inputs" field says which.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -40,11 +43,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from darnn.config import LearningConfig
+from darnn.config import KERNELS, LearningConfig
 from darnn.couplings import Coupling, SparseCoupling
 from darnn.data import DataError, load_dataset
-from darnn.dynamics import spin_sign
-from darnn.learning import StepStats, evaluate, learning_step, three_phases
+from darnn.dynamics import chunk_size, spin_sign
+from darnn.learning import StepStats, dynamics_kernel, evaluate, learning_step, three_phases
 from darnn.network import Network
 from darnn.runconfig import DataConfig, RunConfig, load_run_config
 from darnn.threads import available_cores, choose_threads, product_work, using_threads
@@ -294,11 +297,14 @@ def cuda_graph_step(
 
 
 # ----------------------------------------------------------------------------- one config
-def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dict:
-    """Time one bench configuration (A, B or dense8192) on ``device``; returns its record."""
+def run_config(name: str, kernel: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """Time one bench configuration (A, B or dense8192) on ``device``; returns its record.
+
+    ``kernel`` is the `learning.kernel` the steps and evaluations run with.
+    """
     bench = BENCHES[name]
     recipe = load_recipe(bench)
-    lc = recipe.learning
+    lc = dataclasses.replace(recipe.learning, kernel=kernel)
     if recipe.train.batch_size != BATCH:
         raise SystemExit(f"{bench.config}: batch_size {recipe.train.batch_size}, expected {BATCH}")
     steps = max(4, bench.train_steps // (8 if args.quick else 1))
@@ -390,8 +396,13 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dic
     J_bytes = mem["couplings"]["J"]["bytes"]  # type: ignore[index]
     win_bytes = mem["couplings"]["w_in"]["bytes"]  # type: ignore[index]
     bytes_step = (products_run + 2) * J_bytes + 3 * win_bytes
+    eval_chunk = chunk_size(net.recurrent, lc.schedule, device) or eval_batch
     return {
         "config": name,
+        "kernel": kernel,
+        # What that setting ran (darnn.fused): "fused" or "torch", for training and evaluation.
+        "kernel_used": {"train": dynamics_kernel(net, lc, BATCH),
+                        "eval": dynamics_kernel(net, lc, min(eval_batch, eval_chunk))},
         "device": str(device),
         "cuda_graphs": graphs,
         "inputs": source,
@@ -445,6 +456,10 @@ def main() -> None:
     ap.add_argument("--out", help="also write every result to this JSON file")
     ap.add_argument("--quick", action="store_true", help="few steps, small batches (smoke test)")
     ap.add_argument("--no-cuda-graphs", action="store_true", help="eager batch-16 steps on CUDA")
+    ap.add_argument(
+        "--kernels", default="torch,auto",
+        help="comma-separated learning.kernel values, each timed (auto: what users get)",
+    )  # fmt: skip
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -453,12 +468,18 @@ def main() -> None:
     for c in names:
         if c not in BENCHES:
             ap.error(f"unknown config {c!r}; accepted: {', '.join(BENCHES)}")
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    for k in kernels:
+        if k not in KERNELS:
+            ap.error(f"unknown kernel {k!r}; accepted: {', '.join(KERNELS)}")
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     results = []
     for name in names:
-        results.append(run_config(name, args, device))
-        print(f"{name}: done after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        for kernel in kernels:
+            results.append(run_config(name, kernel, args, device))
+            done = time.perf_counter() - t0
+            print(f"{name} ({kernel}): done after {done:.0f} s", file=sys.stderr)
     # Measured after the runs (big allocations and multi-threaded BLAS first slow down the
     # single-threaded runs), twice: the less disturbed measurement counts.
     with using_threads(args.threads):

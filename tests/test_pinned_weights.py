@@ -35,6 +35,7 @@ DENSE = [
     "train.batch_size=32",
     "train.threads=1",
     "train.probe_size=64",
+    "learning.kernel=torch",  # the pins were recorded on the torch path (test_fused: the other)
 ]
 SPARSE_ASYNC = [
     "data.name=digits",
@@ -51,6 +52,7 @@ SPARSE_ASYNC = [
     "train.batch_size=16",
     "train.threads=1",
     "train.probe_size=32",
+    "learning.kernel=torch",
 ]
 
 
@@ -83,6 +85,7 @@ def trained_by_estimator(out: Path) -> str:
         random_state=3,
         n_threads=1,
         schedule="sequential",
+        kernel="torch",
     )
     clf.fit(X[:400] / 16.0, y[:400])
     return weights_digest(clf.network_)
@@ -125,6 +128,12 @@ PINNED: dict[str, dict[str, str]] = {
     "numpy 2.4.6 | sklearn 1.9.1": {
         "dense_cli": "0361f4216d30d3463fe3b3f6d5250bb3fc1c3f8a908c4af2ce5bd09c96ad624e",
         "estimator": "ed2d1db01574ec78593b3c45b036722b7d3e675e4480feaef8d777f2cb784584",
+        "sparse_async_cli": "0e34e277d3a112707da326eebf4b2355a60f3569685692a1a22b0f6727054c78",
+    },
+    # Recorded at the fused kernel's introduction (issue 19), on the torch path.
+    "x86_64 | AMD EPYC | AVX512 | torch 2.13.0+cpu | numpy 2.4.6 | sklearn 1.9.1": {
+        "dense_cli": "bfab8b71871dd02a8a3f1c134378a6df215f2ac2e0d146415605e255c0108251",
+        "estimator": "ef394725ad79c596f8bd79cc08bc06c22ffcafbcc8f45bee899fc43c01ca60a7",
         "sparse_async_cli": "0e34e277d3a112707da326eebf4b2355a60f3569685692a1a22b0f6727054c78",
     },
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from darnn import fused
 from darnn.config import to_dict
 from darnn.data import DataError
 from darnn.diagnostics import coupling_symmetry
@@ -146,6 +147,10 @@ def test_run_directory_holds_every_file(finished_run: Path) -> None:
         assert 0.0 <= last[key] <= 1.0, key
     assert last["test_acc"] > 0.5  # ten classes: far above chance after two epochs
     assert last["free_sweeps"] >= 0 and last["eval_sweeps"] >= 0 and last["samples_per_s"] > 0
+    # The kernel that ran the dynamics (learning.kernel=auto: fused for this small network
+    # where the C kernel can be built, see darnn.fused).
+    expected = "fused" if fused.library() is not None else "torch"
+    assert last["kernel"] == expected and last["eval_kernel"] in ("fused", "torch")
     assert len(last["symmetry"]) == 1 and -1 <= last["symmetry"][0] <= 1
     layer = last["fields"][0]
     assert set(layer) == {"internal", "input", "label"}

@@ -27,6 +27,9 @@ from .checks import (
 )
 
 SCHEDULES = ("synchronous", "sequential", "asynchronous")
+# How the dynamics run on the CPU (darnn.fused): tensor operations, one compiled call per
+# phase, or whichever is faster for the network.
+KERNELS = ("auto", "torch", "fused")
 INTER_KINDS = ("identity", "sparse", "gaussian")
 LABEL_ENCODINGS = ("pm1", "rescaled", "halved")
 READOUTS = ("perceptron", "neurons")
@@ -249,10 +252,13 @@ class LearningConfig:
     # the delta rule or the truncated perceptron rule, and its per-unit tolerance.
     tanh_rule: str = "delta"
     tanh_tolerance: float = 0.1
+    # How the dynamics are computed (darnn.fused): equal results to float rounding.
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("kernel", self.kernel, KERNELS)
         check_choice("margin_convention", self.margin_convention, MARGIN_CONVENTIONS)
         check_choice("readout_state", self.readout_state, READOUT_STATES)
         check_choice("rule", self.rule, LEARNING_RULES)

@@ -91,7 +91,7 @@ def relax_phases(
     """The free phase from s = 0, then the clamped phase from where it ended."""
     rec = net.recurrent
     drives = net.input_drives(x)
-    kw = {"schedule": cfg.schedule, "generator": generator}
+    kw = {"schedule": cfg.schedule, "generator": generator, "kernel": cfg.kernel}
     free = relax(rec, drives, max_sweeps=cfg.warmup_sweeps + cfg.free_sweeps, **kw)
     clamped_ext = [*drives[:-1], drives[-1] + net.label_field(y)]
     clamped = relax(

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import fused
 from .asynchronous import AsynchronousSweep
-from .config import SCHEDULES
+from .config import KERNELS, SCHEDULES
 from .couplings import SparseCoupling, batch_minor
 from .network import Recurrent
 
@@ -182,6 +183,7 @@ def relax(
     internal: Sequence[Tensor] | None = None,
     generator: torch.Generator | None = None,
     trace: bool = False,
+    kernel: str = "auto",
 ) -> Relaxation:
     """Run the dynamics from ``states`` (default all zero) under ``external`` fields.
 
@@ -202,14 +204,17 @@ def relax(
             are then not recomputed: consecutive phases share them).
         generator: Random stream of the asynchronous schedule's unit orders.
         trace: Also keep the states after every sweep (``Relaxation.trace``).
+        kernel: "torch" (tensor operations), "fused" (one compiled call per phase on the
+            CPU, `darnn.fused`) or "auto" (fused where it is faster). Equal results to
+            float rounding.
 
     Returns:
         A `Relaxation`: final states, internal and total fields, which samples ended at a
         fixed point, and the sweeps each ran.
 
     Raises:
-        ValueError: An unknown schedule, a negative ``max_sweeps``, or tensors whose
-            number, shapes or batch sizes do not match ``net``.
+        ValueError: An unknown schedule or kernel, a negative ``max_sweeps``, or tensors
+            whose number, shapes or batch sizes do not match ``net``.
     """
     if getattr(net, "activation", "sign") == "tanh":
         from .continuous import relax_continuous
@@ -221,19 +226,37 @@ def relax(
     _check_schedule(schedule)
     if max_sweeps < 0:
         raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is not valid; accepted values: {', '.join(KERNELS)}")
     _check_shapes(net, external, states, internal)
+    ref = external[0]
+    if fused.use_fused(net, kernel, schedule, ref.device, ref.dtype, ref.shape[0], trace):
+        return _relax_fused(net, external, states, internal, max_sweeps, schedule)
     sweep = make_sweep(net, schedule, generator)
-    batch = external[0].shape[0]
-    chunk = None if trace else chunk_size(net, schedule, external[0].device)
-    if chunk is None or batch <= chunk:
+    chunk = None if trace else chunk_size(net, schedule, ref.device)
+    if chunk is None or ref.shape[0] <= chunk:
         return _relax_batch(net, sweep, external, states, internal, max_sweeps, trace)
+    return _relax_chunks(net, sweep, external, states, internal, max_sweeps, chunk)
+
+
+def _relax_chunks(
+    net: Recurrent,
+    sweep: Sweep,
+    external: Sequence[Tensor],
+    states: Sequence[Tensor] | None,
+    internal: Sequence[Tensor] | None,
+    max_sweeps: int,
+    chunk: int,
+) -> Relaxation:
+    """`_relax_batch` on ``chunk`` samples at a time, into full-batch results."""
+    batch, dev = external[0].shape[0], external[0].device
 
     def full() -> list[Tensor]:  # batch-minor results, filled chunk by chunk
         return [external[0].new_empty(n, batch).T for n in net.sizes]
 
     s, h_int, h = full(), full(), full()
-    converged = torch.empty(batch, dtype=torch.bool, device=external[0].device)
-    sweeps = torch.empty(batch, dtype=torch.int64, device=external[0].device)
+    converged = torch.empty(batch, dtype=torch.bool, device=dev)
+    sweeps = torch.empty(batch, dtype=torch.int64, device=dev)
     for a in range(0, batch, chunk):
         rows = slice(a, a + chunk)
         r = _relax_batch(
@@ -329,6 +352,29 @@ def _relax_batch(
     # Samples that settled during the last sweep keep sweeps = max_sweeps.
     converged = torch.ones_like(sweeps, dtype=torch.bool) if settled else is_fixed_point(s, h)
     return Relaxation(s, h_int, h, converged, sweeps, history)
+
+
+def _relax_fused(
+    net: Recurrent,
+    ext: Sequence[Tensor],
+    states: Sequence[Tensor] | None,
+    internal: Sequence[Tensor] | None,
+    max_sweeps: int,
+    schedule: str,
+) -> Relaxation:
+    """`_relax_batch` in one call of the fused kernel (same start, same sweep counts)."""
+    full_ext = [batch_minor(e) for e in ext]
+    s, h, given = _starting_fields(net, full_ext, states, internal)
+    unchecked = states is None and internal is None and max_sweeps > 0
+    h_int = (
+        [torch.empty_like(e) for e in full_ext] if given is None else [_copy_bm(t) for t in given]
+    )
+    sweeps = torch.full((full_ext[0].shape[0],), int(unchecked), dtype=torch.int64)
+    converged = fused.relax_in_place(
+        net, full_ext, s, h, h_int, sweeps, max_sweeps=max_sweeps,
+        sequential=schedule == "sequential", unchecked=unchecked, given_internal=given is not None,
+    )  # fmt: skip
+    return Relaxation(s, h_int, h, converged, sweeps)
 
 
 def _starting_fields(

@@ -84,6 +84,7 @@ LEARNING_PARAMS = (
     "rule",
     "tanh_rule",
     "tanh_tolerance",
+    "kernel",
 )
 _NETWORK, _LEARNING, _TRAIN = DEFAULT_RECIPE.network, DEFAULT_RECIPE.learning, DEFAULT_RECIPE.train
 
@@ -172,6 +173,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         rule: str = _LEARNING.rule,
         tanh_rule: str = _LEARNING.tanh_rule,
         tanh_tolerance: float = _LEARNING.tanh_tolerance,
+        kernel: str = _LEARNING.kernel,
         n_epochs: int = _TRAIN.epochs,
         batch_size: int = _TRAIN.batch_size,
         random_state: int | np.random.RandomState | None = _TRAIN.seed,
@@ -230,6 +232,7 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.rule = rule
         self.tanh_rule = tanh_rule
         self.tanh_tolerance = tanh_tolerance
+        self.kernel = kernel
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.random_state = random_state

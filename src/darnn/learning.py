@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import protocol
+from . import fused, protocol
 from .config import EVAL_BATCH_SIZE, LearningConfig
 from .continuous import j_post
 from .couplings import batch_minor
@@ -150,7 +150,7 @@ def three_phases(
     """`two_phase` with the outcome of all three phases: warm-up, clamped, free."""
     rec = net.recurrent
     drives = net.input_drives(x)
-    kw = {"schedule": cfg.schedule, "generator": generator}
+    kw = {"schedule": cfg.schedule, "generator": generator, "kernel": cfg.kernel}
     warm = relax(rec, drives, max_sweeps=cfg.warmup_sweeps, **kw)
     clamped_ext = [*drives[:-1], drives[-1] + net.label_field(y)]
     clamped = relax(
@@ -254,6 +254,7 @@ def evaluation_relaxation(
         max_sweeps=cfg.warmup_sweeps + cfg.eval_sweeps,
         schedule=cfg.schedule,
         generator=generator,
+        kernel=cfg.kernel,
     )
 
 
@@ -309,6 +310,16 @@ def predict_scores(
         return protocol.predict(net, x, cfg, generator)
     out = evaluation_relaxation(net, net.input_drives(x), cfg, generator)
     return net.readout(out.states[-1]), out
+
+
+def dynamics_kernel(net: Network, cfg: LearningConfig, batch: int) -> str:
+    """Which kernel relaxes batches of ``batch`` samples: "fused" or "torch" (darnn.fused)."""
+    if net.config.readout == "neurons":  # the protocol's own dynamics (darnn.protocol)
+        return "torch"
+    rec, device, dtype = net.recurrent, net.device, net.dtype
+    return (
+        "fused" if fused.use_fused(rec, cfg.kernel, cfg.schedule, device, dtype, batch) else "torch"
+    )
 
 
 @torch.no_grad()

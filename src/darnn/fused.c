@@ -1,0 +1,259 @@
+/* The fused CPU relaxation of darnn (darnn/fused.py compiles and loads this file).
+ *
+ * One call runs one phase of the zero-temperature dynamics s <- sign(h) for a whole batch:
+ * the fixed-point check before every sweep, the synchronous or sequential sweep itself and
+ * the field of every module, with no Python between the sweeps. The batch is cut into
+ * blocks of LANES samples; a block's states and fields stay in cache and the block stops
+ * as soon as each of its samples is at a fixed point (a fixed point never moves, so this
+ * gives the states of sweeping the whole batch until every sample has settled).
+ *
+ * Every field is a sum in one fixed order (external field, J_D s, the stored entries of J
+ * row by row, then the forward and backward couplings); the lanes of a block are
+ * independent samples, so the result does not depend on the vector width the compiler
+ * picks. It is compiled with -ffp-contract=off: no fused multiply-adds, the same rounding
+ * on every x86-64 CPU.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#define MAX_LAYERS 64
+#define MAX_THREADS 64
+
+enum { NONE = 0, DENSE = 1, CSR = 2, IDENTITY = 3 };
+
+/* One coupling matrix (n_out, n_in): dense row-major, CSR, or a diagonal vector. */
+typedef struct {
+    int32_t kind;
+    int32_t n_out, n_in;
+    const float *values;
+    const int32_t *crow, *col;
+} coupling_t;
+
+/* A block's LANES values of one unit, as one vector (GCC/Clang vector extension: the
+ * compiler uses the widest registers the CPU has, 1 to 4 per vector). */
+typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t mask_t __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+static inline lanes_t load(const float *p) {
+    lanes_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* acc + (c s)[row] for the LANES samples of a block; s is (n_in, LANES). */
+static inline lanes_t add_row(const coupling_t *c, int64_t row, const float *restrict s,
+                              lanes_t acc) {
+    if (c->kind == CSR) {
+        const float *restrict val = c->values;
+        const int32_t *restrict col = c->col;
+        for (int32_t p = c->crow[row]; p < c->crow[row + 1]; p++)
+            acc += val[p] * load(s + (int64_t)col[p] * LANES);
+    } else if (c->kind == DENSE) {
+        const float *restrict w = c->values + row * (int64_t)c->n_in;
+        for (int64_t j = 0; j < c->n_in; j++) acc += w[j] * load(s + j * LANES);
+    } else if (c->kind == IDENTITY) {
+        acc += c->values[row] * load(s + row * LANES);
+    }
+    return acc;
+}
+
+typedef struct {
+    int32_t n_layers;
+    const int32_t *sizes;
+    const coupling_t *J, *fwd, *bwd; /* fwd[l]: l-1 -> l (l >= 1); bwd[l]: l+1 -> l */
+    float j_d;
+} chain_t;
+
+/* h_l = ext_l + J_D s_l + J_l s_l + F_l s_{l-1} + B_l s_{l+1} for one block; marks in
+ * `unstable` the lanes with a unit whose s_i h_i <= 0. Block arrays are (N_l, LANES). */
+static void module_field(const chain_t *ch, int l, float *const *s, const float *ext, float *h,
+                         int32_t *unstable) {
+    const int64_t n = ch->sizes[l];
+    mask_t bad = {0}; /* -1 in the lanes with an unstable unit */
+    for (int64_t i = 0; i < n; i++) {
+        const lanes_t si = load(s[l] + i * LANES);
+        lanes_t acc = load(ext + i * LANES) + ch->j_d * si;
+        acc = add_row(&ch->J[l], i, s[l], acc);
+        if (l > 0) acc = add_row(&ch->fwd[l], i, s[l - 1], acc);
+        if (l < ch->n_layers - 1) acc = add_row(&ch->bwd[l], i, s[l + 1], acc);
+        memcpy(h + i * LANES, &acc, sizeof acc);
+        bad |= si * acc <= 0.0f;
+    }
+    for (int k = 0; k < LANES; k++) unstable[k] |= bad[k] != 0;
+}
+
+static void set_signs(int64_t n, const float *restrict h, float *restrict s) {
+    for (int64_t i = 0; i < n * LANES; i++) s[i] = h[i] >= 0.0f ? 1.0f : -1.0f;
+}
+
+static void count_unstable(const chain_t *ch, float *const *s, float *const *h, int32_t *unstable) {
+    mask_t bad = {0};
+    for (int l = 0; l < ch->n_layers; l++)
+        for (int64_t i = 0; i < ch->sizes[l]; i++)
+            bad |= load(s[l] + i * LANES) * load(h[l] + i * LANES) <= 0.0f;
+    for (int k = 0; k < LANES; k++) unstable[k] |= bad[k] != 0;
+}
+
+/* Copy lanes [b0, b0 + nb) of the batch-minor (n, B) array src into the (n, LANES) block;
+ * the padding lanes get `pad`. */
+static void load_block(int64_t n, int64_t B, int64_t b0, int nb, const float *src, float *dst,
+                       float pad) {
+    if (nb == LANES) {
+        for (int64_t i = 0; i < n; i++) memcpy(dst + i * LANES, src + i * B + b0, sizeof(lanes_t));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(dst + i * LANES, src + i * B + b0, (size_t)nb * sizeof(float));
+        for (int k = nb; k < LANES; k++) dst[i * LANES + k] = pad;
+    }
+}
+
+static void store_block(int64_t n, int64_t B, int64_t b0, int nb, const float *src, float *dst) {
+    if (nb == LANES) {
+        for (int64_t i = 0; i < n; i++) memcpy(dst + i * B + b0, src + i * LANES, sizeof(lanes_t));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + i * B + b0, src + i * LANES, (size_t)nb * sizeof(float));
+}
+
+typedef struct {
+    const chain_t *ch;
+    int32_t sequential, max_sweeps, unchecked, given_internal;
+    int64_t B, first, stride; /* the blocks first, first + stride, ... of the batch */
+    float *const *ext;
+    float **s, **h, **h_int;
+    int64_t *sweeps;
+    uint8_t *converged;
+    int status;
+} job_t;
+
+/* Relax the blocks of one job, one after the other, in a buffer of its own. */
+static void *relax_blocks(void *arg) {
+    job_t *jb = arg;
+    const chain_t *ch = jb->ch;
+    const int L = ch->n_layers;
+    const int64_t B = jb->B;
+    int64_t total = 0;
+    for (int l = 0; l < L; l++) total += ch->sizes[l];
+    /* 64-byte rows (LANES floats) on 64-byte boundaries: a vector load never spans two lines. */
+    float *buf = aligned_alloc(64, (size_t)(3 * total * LANES) * sizeof(float));
+    if (buf == NULL) { jb->status = -1; return NULL; }
+    float *bs[MAX_LAYERS], *bh[MAX_LAYERS], *eb[MAX_LAYERS];
+    const float *be[MAX_LAYERS];
+    int64_t off = 0;
+    for (int l = 0; l < L; l++) {
+        bs[l] = buf + off * LANES;
+        bh[l] = buf + (total + off) * LANES;
+        eb[l] = buf + (2 * total + off) * LANES;
+        off += ch->sizes[l];
+    }
+    /* A batch of exactly one block is already laid out as one: it is swept in place. */
+    const int in_place = B == LANES;
+    for (int64_t b0 = jb->first * LANES; b0 < B; b0 += jb->stride * LANES) {
+        const int nb = (int)(B - b0 < LANES ? B - b0 : LANES);
+        /* Padding lanes sit at s = h = 1 and are never counted as unstable. */
+        for (int l = 0; l < L; l++) {
+            if (in_place) {
+                be[l] = jb->ext[l];
+                bs[l] = jb->s[l];
+                bh[l] = jb->h[l];
+                continue;
+            }
+            load_block(ch->sizes[l], B, b0, nb, jb->ext[l], eb[l], 0.0f);
+            be[l] = eb[l];
+            load_block(ch->sizes[l], B, b0, nb, jb->s[l], bs[l], 1.0f);
+            load_block(ch->sizes[l], B, b0, nb, jb->h[l], bh[l], 1.0f);
+        }
+        int32_t unstable[LANES];
+        int settled = 0, swept = 0; /* swept: a sweep ran, and `unstable` is its check */
+        for (int t = 0; t < jb->max_sweeps; t++) {
+            if (!(t == 0 && jb->unchecked)) {
+                if (!swept) {
+                    memset(unstable, 0, sizeof unstable);
+                    count_unstable(ch, bs, bh, unstable);
+                }
+                int any = 0;
+                for (int k = 0; k < nb; k++) {
+                    jb->sweeps[b0 + k] += unstable[k] != 0;
+                    any |= unstable[k];
+                }
+                if (!any) { settled = 1; break; }
+            }
+            /* The sweep; the fields computed last also give the next check. */
+            memset(unstable, 0, sizeof unstable);
+            if (jb->sequential && L > 1) {
+                for (int l = 0; l < L; l++) {
+                    if (l > 0) {
+                        int32_t ignored[LANES] = {0};
+                        module_field(ch, l, bs, be[l], bh[l], ignored);
+                    }
+                    set_signs(ch->sizes[l], bh[l], bs[l]);
+                }
+            } else {
+                for (int l = 0; l < L; l++) set_signs(ch->sizes[l], bh[l], bs[l]);
+            }
+            for (int l = 0; l < L; l++) module_field(ch, l, bs, be[l], bh[l], unstable);
+            swept = 1;
+        }
+        if (!settled && !swept) {
+            memset(unstable, 0, sizeof unstable);
+            count_unstable(ch, bs, bh, unstable);
+        }
+        for (int k = 0; k < nb; k++) jb->converged[b0 + k] = settled || !unstable[k];
+        for (int l = 0; l < L; l++) {
+            const int64_t n = ch->sizes[l];
+            if (!in_place) {
+                store_block(n, B, b0, nb, bs[l], jb->s[l]);
+                store_block(n, B, b0, nb, bh[l], jb->h[l]);
+            }
+            if (jb->given_internal && !swept) continue; /* no sweep ran: keep them exactly */
+            for (int64_t i = 0; i < n; i++)
+                for (int k = 0; k < nb; k++)
+                    jb->h_int[l][i * B + b0 + k] = bh[l][i * LANES + k] - be[l][i * LANES + k];
+        }
+    }
+    free(buf);
+    jb->status = 0;
+    return NULL;
+}
+
+/* Relax one batch in place, on `threads` threads (blocks dealt out in turn).
+ *
+ * ext, s, h, h_int: n_layers pointers to batch-minor (N_l, B) float32 arrays: the external
+ * fields, the states (in/out), the total fields at the states (in/out) and, out, the
+ * internal fields h - ext (if `given_internal`, h_int holds the internal fields at the start
+ * and a block that runs no sweep keeps them exactly). sweeps (in/out, B): sweeps already
+ * counted; converged (out, B). unchecked: the start is s = 0, where every unit is
+ * unstable, so the first sweep runs without a check (the caller counted it). Returns 0,
+ * or -1 if memory ran out or the chain has no module or more than MAX_LAYERS. */
+int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t max_sweeps,
+                    int32_t unchecked, int32_t given_internal, float *const *ext, float **s,
+                    float **h, float **h_int, int64_t *sweeps, uint8_t *converged,
+                    int32_t threads) {
+    if (ch->n_layers < 1 || ch->n_layers > MAX_LAYERS) return -1;
+    const int64_t blocks = (B + LANES - 1) / LANES;
+    int64_t n_jobs = threads < 1 ? 1 : threads;
+    if (n_jobs > blocks) n_jobs = blocks < 1 ? 1 : blocks;
+    if (n_jobs > MAX_THREADS) n_jobs = MAX_THREADS;
+    job_t jobs[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t j = 0; j < n_jobs; j++) {
+        jobs[j] = (job_t){ch, sequential, max_sweeps, unchecked, given_internal, B, j, n_jobs,
+                          ext, s, h, h_int, sweeps, converged, -1};
+        /* Job 0 runs on the calling thread; a thread that fails to start runs here too. */
+        if (j > 0) started[j] = pthread_create(&ids[j], NULL, relax_blocks, &jobs[j]) == 0;
+    }
+    relax_blocks(&jobs[0]);
+    int status = jobs[0].status;
+    for (int64_t j = 1; j < n_jobs; j++) {
+        if (started[j]) pthread_join(ids[j], NULL);
+        else relax_blocks(&jobs[j]);
+        if (jobs[j].status != 0) status = jobs[j].status;
+    }
+    return status;
+}

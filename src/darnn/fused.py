@@ -1,0 +1,305 @@
+"""The fused CPU relaxation: one compiled call per phase instead of hundreds of tensor ops.
+
+At batch 16 a sweep of recipe A is ~25 small tensor operations of 2-5 µs of dispatch each,
+and the relaxation of a step costs several times its sparse products (docs/speed.md). The
+C kernel in ``fused.c`` runs a whole phase (the fixed-point check before every sweep, the
+sweep, every module's field) per block of 16 samples, with the block's states in cache and
+no Python between sweeps. It is compiled with the system C compiler (``$CC``, else ``cc``)
+on first use into a per-user cache, keyed by the source, the flags and the CPU, and loaded
+with ctypes: no build step, and a machine without a compiler runs the torch path.
+
+`learning.kernel` chooses ("auto", "torch", "fused"); `use_fused` decides, `relax_in_place`
+runs it. Where the fused path cannot run (no compiler, a CUDA device, float64, tanh units,
+the asynchronous schedule, a trace) the torch path runs instead; with ``kernel="fused"`` it
+says why in one warning line. Results equal the torch path's to float rounding: both
+compute the same sums, in different orders.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling
+from .network import Recurrent
+
+SOURCE = Path(__file__).with_name("fused.c")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c11", "-shared", "-fPIC", "-pthread")
+# Dense couplings: the kernel multiplies row by row, BLAS in cache-blocked tiles. Measured
+# on a 2-core machine (docs/speed.md): at batch 16 the fused path is faster up to ~500
+# units (dispatch dominates), BLAS beyond, and BLAS always wins on large batches.
+AUTO_DENSE_UNITS = 512
+AUTO_DENSE_BATCH = 64
+_KINDS = {DenseCoupling: 1, SparseCoupling: 2, IdentityCoupling: 3}
+
+
+class _Coupling(ctypes.Structure):
+    _fields_ = [
+        ("kind", ctypes.c_int32),
+        ("n_out", ctypes.c_int32),
+        ("n_in", ctypes.c_int32),
+        ("values", ctypes.c_void_p),
+        ("crow", ctypes.c_void_p),
+        ("col", ctypes.c_void_p),
+    ]
+
+
+class _Chain(ctypes.Structure):
+    _fields_ = [
+        ("n_layers", ctypes.c_int32),
+        ("sizes", ctypes.POINTER(ctypes.c_int32)),
+        ("J", ctypes.POINTER(_Coupling)),
+        ("fwd", ctypes.POINTER(_Coupling)),
+        ("bwd", ctypes.POINTER(_Coupling)),
+        ("j_d", ctypes.c_float),
+    ]
+
+
+class KernelUnavailable(RuntimeError):
+    """The fused kernel could not be compiled or loaded here."""
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: $XDG_CACHE_HOME/darnn/kernels, else ~/.cache/..."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "darnn" / "kernels"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags: a kernel built with -march=native only runs where they match."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build(compiler: str | None = None, folder: Path | None = None) -> Path:
+    """Compile ``fused.c`` (once per source, flags, compiler and CPU); returns the library.
+
+    Raises:
+        KernelUnavailable: no compiler, or it failed (the message says which and why).
+    """
+    cc = compiler or os.environ.get("CC") or "cc"
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cc.encode(),
+                                     _cpu_flags().encode()])).hexdigest()[:16]  # fmt: skip
+    folder = folder or cache_dir()
+    lib = folder / f"fused-{key}.so"
+    if lib.exists():
+        return lib
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Compile beside the target, then rename: concurrent processes never load half a file.
+        fd, tmp = tempfile.mkstemp(prefix=".fused-", suffix=".so", dir=folder)
+        os.close(fd)
+    except OSError as err:
+        raise KernelUnavailable(f"cannot write to {folder} ({err.strerror})") from err
+    try:
+        done = subprocess.run(
+            [cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["no message"])[0]
+            raise KernelUnavailable(f"{cc} failed to compile {SOURCE.name}: {first}")
+        os.replace(tmp, lib)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise KernelUnavailable(f"cannot run the C compiler {cc!r} ({err})") from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel, built on first use; None (with one warning) if it cannot be."""
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (KernelUnavailable, OSError) as err:
+        warnings.warn(f"darnn: the fused CPU kernel is unavailable, using the torch path: {err}",
+                      RuntimeWarning, stacklevel=2)  # fmt: skip
+        return None
+    fn = lib.darnn_relax_f32
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.POINTER(_Chain), ctypes.c_int32, ctypes.c_int64, ctypes.c_int32,
+                   ctypes.c_int32, ctypes.c_int32, *[ctypes.c_void_p] * 4,
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]  # fmt: skip
+    return lib
+
+
+def unsupported(
+    net: Recurrent, schedule: str, device: torch.device, dtype: torch.dtype, trace: bool = False
+) -> str | None:
+    """Why the fused kernel cannot relax this network this way, or None if it can."""
+    if device.type != "cpu":
+        return f"it runs on the CPU, not on {device.type}"
+    if dtype != torch.float32:
+        return f"it computes in float32, not {str(dtype).removeprefix('torch.')}"
+    if getattr(net, "activation", "sign") != "sign":
+        return "it runs sign units only (network.activation=sign)"
+    if schedule not in ("synchronous", "sequential"):
+        return f"it runs the synchronous and sequential schedules, not {schedule}"
+    if trace:
+        return "it keeps no trace of the states"
+    return _structure(net).reason
+
+
+def use_fused(
+    net: Recurrent,
+    kernel: str,
+    schedule: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch: int,
+    trace: bool = False,
+) -> bool:
+    """Whether `relax` runs the fused kernel (kernel: "auto", "torch" or "fused").
+
+    "auto" picks it where it is faster (docs/speed.md): always when every coupling is
+    sparse (CSR or one-to-one); with dense couplings only for small products, a chain of
+    at most AUTO_DENSE_UNITS units and a batch of at most AUTO_DENSE_BATCH (BLAS wins
+    beyond). "fused" asks for it wherever it can run, and warns once, saying why, where
+    it cannot.
+    """
+    if kernel == "torch":
+        return False
+    reason = unsupported(net, schedule, device, dtype, trace)
+    if reason is not None:
+        if kernel == "fused":
+            _warn_once(f"darnn: learning.kernel=fused runs the torch path here: {reason}")
+        return False
+    small = sum(net.sizes) <= AUTO_DENSE_UNITS and batch <= AUTO_DENSE_BATCH
+    if kernel == "auto" and _structure(net).dense and not small:
+        return False
+    return library() is not None
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+class _Structure:
+    """A network's couplings as the kernel reads them, and what the kernel makes of them."""
+
+    def __init__(self, net: Recurrent, key: tuple[int, ...]) -> None:
+        self.key = key
+        couplings = _couplings(net)
+        present = [c for c in couplings if c is not None]
+        self.dense = any(isinstance(c, DenseCoupling) for c in present)
+        self.reason = _structure_reason(net, present)
+        self.chain: _Chain | None = None
+        self._keep: list = []  # the ctypes arrays the chain points into
+        if self.reason is None:
+            L = net.n_layers
+            structs = [_describe(c) for c in couplings]
+            arrays = [(_Coupling * L)(*structs[i * L : (i + 1) * L]) for i in range(3)]
+            sizes = (ctypes.c_int32 * L)(*net.sizes)
+            self.chain = _Chain(L, sizes, *arrays, 0.0)
+            self._keep = [sizes, *arrays]
+
+
+def _structure_reason(net: Recurrent, couplings: list[Coupling]) -> str | None:
+    if net.n_layers > 64:
+        return "it runs chains of at most 64 modules"
+    for c in couplings:
+        if type(c) not in _KINDS:
+            return f"it has no {type(c).__name__}"
+        if isinstance(c, SparseCoupling) and c.col.dtype != torch.int32:
+            return "it takes int32 CSR indices (fewer than 2^31 stored couplings)"
+        if not all(t.is_contiguous() for t in _tensors(c)):
+            return "it takes contiguous coupling tensors"
+    return None
+
+
+# Per network, rebuilt when a coupling tensor was replaced (.to(), load_state_dict, a new
+# format); in-place weight updates keep the pointers.
+_STRUCTURES: weakref.WeakKeyDictionary[Recurrent, _Structure] = weakref.WeakKeyDictionary()
+
+
+def _couplings(net: Recurrent) -> list[Coupling | None]:
+    """J_1..J_L, then forward couplings into modules 1..L, then backward ones out of them."""
+    return [*net.J, None, *net.forward_couplings, *net.backward_couplings, None]
+
+
+def _structure(net: Recurrent) -> _Structure:
+    key = tuple(t.data_ptr() for c in _couplings(net) if c is not None for t in _tensors(c))
+    found = _STRUCTURES.get(net)
+    if found is None or found.key != key:
+        found = _STRUCTURES[net] = _Structure(net, key)
+    return found
+
+
+def _tensors(c: Coupling) -> tuple[Tensor, ...]:
+    if isinstance(c, SparseCoupling):
+        return c.values, c.crow, c.col
+    if isinstance(c, DenseCoupling | IdentityCoupling):
+        return (c.weight,)
+    return ()
+
+
+def _describe(c: Coupling | None) -> _Coupling:
+    if c is None:
+        return _Coupling(0, 0, 0, None, None, None)
+    ptrs = [t.data_ptr() for t in _tensors(c)]
+    return _Coupling(_KINDS[type(c)], c.n_out, c.n_in, *ptrs, *[None] * (3 - len(ptrs)))
+
+
+def _pointers(ts: Sequence[Tensor]) -> ctypes.Array:
+    # Batch-minor float32: (B, N) values in a contiguous (N, B) storage (the callers' layout).
+    if any(not t.T.is_contiguous() or t.dtype != torch.float32 for t in ts):
+        raise ValueError("the fused kernel takes batch-minor float32 tensors")
+    return (ctypes.c_void_p * len(ts))(*[t.data_ptr() for t in ts])
+
+
+def relax_in_place(
+    net: Recurrent,
+    ext: Sequence[Tensor],
+    s: Sequence[Tensor],
+    h: Sequence[Tensor],
+    h_int: Sequence[Tensor],
+    sweeps: Tensor,
+    *,
+    max_sweeps: int,
+    sequential: bool,
+    unchecked: bool,
+    given_internal: bool,
+) -> Tensor:
+    """One phase of the dynamics on batch-minor float32 tensors; returns ``converged``.
+
+    ``s`` and ``h`` (states and total fields at them) are updated in place, ``h_int`` set
+    to the internal fields (kept where no sweep ran if ``given_internal``: it then holds
+    them on entry), ``sweeps`` (int64) counts the sweeps each sample ran. ``unchecked``: the
+    start is s = 0 and the caller counted the first sweep.
+    """
+    lib = library()
+    structure = _structure(net)
+    if lib is None or structure.chain is None:
+        raise KernelUnavailable(f"the fused kernel cannot run here: {structure.reason}")
+    chain = structure.chain
+    chain.j_d = net.j_d_value  # set_j_d changes it between calls
+    batch = ext[0].shape[0]
+    converged = torch.empty(batch, dtype=torch.uint8)
+    status = lib.darnn_relax_f32(
+        ctypes.byref(chain), int(sequential), batch, max_sweeps, int(unchecked),
+        int(given_internal), _pointers(ext), _pointers(s), _pointers(h), _pointers(h_int),
+        sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("the fused kernel could not allocate its working buffers")
+    return converged.bool()

@@ -1,0 +1,186 @@
+"""The fused CPU kernel (darnn.fused) against the torch path it replaces.
+
+The two compute the same sums in different orders, so states, sweep counts and fixed
+points agree exactly and fields and weights to float rounding. The networks are small and
+their fields of order one: a unit whose field lies within rounding of zero, where the two
+could take different signs, does not occur in these cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from darnn import fused
+from darnn.config import LearningConfig, NetworkConfig
+from darnn.dynamics import relax
+from darnn.learning import dynamics_kernel, evaluate, learning_step
+from darnn.network import Network
+
+pytestmark = pytest.mark.skipif(
+    fused.library() is None, reason="no C compiler here: the fused kernel cannot be built"
+)
+
+CHAINS = {
+    "csr-1": NetworkConfig(hidden=(120,), j_density=0.1, w_in_density=0.5, sparse_format="csr"),
+    "csr-2": NetworkConfig(
+        hidden=(80, 80), j_density=0.1, w_in_density=0.5, sparse_format="csr", inter="sparse",
+        inter_fan_in=3,
+    ),
+    "dense-1": NetworkConfig(hidden=(90,), j_density=1.0, w_in_density=1.0),
+    "dense-2": NetworkConfig(hidden=(60, 60), j_density=1.0, w_in_density=1.0),
+}  # fmt: skip
+
+
+def network(name: str, seed: int = 0) -> Network:
+    return Network(CHAINS[name], 30, 10, seed=seed)
+
+
+def inputs(batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 30, generator=g)
+    return x, torch.randint(0, 10, (batch,), generator=g)
+
+
+def assert_same_relaxation(a, b) -> None:  # type: ignore[no-untyped-def]
+    for sa, sb in zip(a.states, b.states):
+        assert torch.equal(sa, sb)
+    for name in ("fields", "internal"):
+        for fa, fb in zip(getattr(a, name), getattr(b, name)):
+            torch.testing.assert_close(fa, fb, rtol=0, atol=1e-5)
+    assert torch.equal(a.sweeps, b.sweeps)
+    assert torch.equal(a.converged, b.converged)
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+@pytest.mark.parametrize("schedule", ["synchronous", "sequential"])
+@pytest.mark.parametrize("batch", [1, 16, 37])
+def test_relax_matches_the_torch_path(name: str, schedule: str, batch: int) -> None:
+    net = network(name)
+    x, y = inputs(batch)
+    drives = net.input_drives(x)
+    kw = {"schedule": schedule, "max_sweeps": 6}
+    ref = relax(net.recurrent, drives, kernel="torch", **kw)
+    assert_same_relaxation(ref, relax(net.recurrent, drives, kernel="fused", **kw))
+    # A second phase from where the first ended, under another field (the clamped phase).
+    clamped = [*drives[:-1], drives[-1] + net.label_field(y)]
+    start = {"states": ref.states, "internal": ref.internal, "max_sweeps": 3}
+    ref2 = relax(net.recurrent, clamped, kernel="torch", schedule=schedule, **start)
+    got2 = relax(net.recurrent, clamped, kernel="fused", schedule=schedule, **start)
+    assert_same_relaxation(ref2, got2)
+    # From given states without their fields, and with no sweep at all.
+    for sweeps in (0, 2):
+        a = relax(net.recurrent, drives, ref.states, kernel="torch", schedule=schedule,
+                  max_sweeps=sweeps)  # fmt: skip
+        b = relax(net.recurrent, drives, ref.states, kernel="fused", schedule=schedule,
+                  max_sweeps=sweeps)  # fmt: skip
+        assert_same_relaxation(a, b)
+
+
+def test_the_inputs_are_not_modified() -> None:
+    net = network("csr-1")
+    drives = net.input_drives(inputs(16)[0])
+    start = relax(net.recurrent, drives, max_sweeps=1, kernel="torch")
+    copies = [[t.clone() for t in ts] for ts in (drives, start.states, start.internal)]
+    relax(net.recurrent, drives, start.states, internal=start.internal, max_sweeps=4,
+          kernel="fused")  # fmt: skip
+    for given, copy in zip((drives, start.states, start.internal), copies):
+        assert all(torch.equal(a, b) for a, b in zip(given, copy))
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+@pytest.mark.parametrize("batch", [1, 16])
+def test_training_gives_the_same_weights(name: str, batch: int) -> None:
+    cfg = LearningConfig(schedule="sequential", kappa_j=0.5, kappa_in=0.5, decay_j=1e-3)
+    nets = {k: network(name, seed=3) for k in ("torch", "fused")}
+    x, y = inputs(6 * batch, seed=4)
+    for kernel, net in nets.items():
+        c = dataclasses.replace(cfg, kernel=kernel)
+        for i in range(6):
+            learning_step(net, x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch], c)
+    ref, got = (n.state_dict() for n in nets.values())
+    for key in ref:
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-5, atol=1e-5, msg=key)
+    scores = [
+        evaluate(net, x, y, dataclasses.replace(cfg, kernel=k))["scores"] for k, net in nets.items()
+    ]
+    torch.testing.assert_close(scores[1], scores[0], rtol=1e-5, atol=1e-4)
+
+
+def test_auto_picks_the_faster_kernel() -> None:
+    cpu, f32 = torch.device("cpu"), torch.float32
+    sparse = network("csr-2").recurrent
+    assert fused.use_fused(sparse, "auto", "synchronous", cpu, f32, batch=4096)
+    assert not fused.use_fused(sparse, "torch", "synchronous", cpu, f32, batch=16)
+    small = network("dense-1").recurrent
+    assert fused.use_fused(small, "auto", "synchronous", cpu, f32, batch=16)
+    assert not fused.use_fused(small, "auto", "synchronous", cpu, f32, batch=4096)
+    assert fused.use_fused(small, "fused", "synchronous", cpu, f32, batch=4096)
+    big = Network(NetworkConfig(hidden=(600,), j_density=1.0), 30, 10, seed=0).recurrent
+    assert not fused.use_fused(big, "auto", "synchronous", cpu, f32, batch=16)
+    assert fused.unsupported(sparse, "asynchronous", cpu, f32) is not None
+    assert fused.unsupported(sparse, "synchronous", cpu, torch.float64) is not None
+
+
+def test_kernel_fused_where_it_cannot_run_warns_once_and_runs_the_torch_path() -> None:
+    net = network("csr-1").to(torch.float64)
+    drives = net.input_drives(inputs(8)[0].double())
+    with pytest.warns(RuntimeWarning, match="runs the torch path here: it computes in float32"):
+        got = relax(net.recurrent, drives, max_sweeps=4, kernel="fused")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not at every call
+        relax(net.recurrent, drives, max_sweeps=4, kernel="fused")
+    assert_same_relaxation(relax(net.recurrent, drives, max_sweeps=4, kernel="torch"), got)
+
+
+def test_dynamics_kernel_names_the_choice() -> None:
+    net = network("csr-1")
+    assert dynamics_kernel(net, LearningConfig(), 16) == "fused"
+    assert dynamics_kernel(net, LearningConfig(kernel="torch"), 16) == "torch"
+    assert dynamics_kernel(net, LearningConfig(schedule="asynchronous"), 16) == "torch"
+
+
+def test_an_unknown_kernel_is_refused() -> None:
+    with pytest.raises(ValueError, match="kernel='numba' is not valid; accepted values: auto"):
+        LearningConfig(kernel="numba")
+    net = network("csr-1")
+    with pytest.raises(ValueError, match="kernel='gpu' is not valid"):
+        relax(net.recurrent, net.input_drives(inputs(2)[0]), max_sweeps=1, kernel="gpu")
+
+
+def test_a_missing_compiler_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(fused.KernelUnavailable, match="cannot run the C compiler"):
+        fused.build(compiler=str(tmp_path / "no-such-cc"), folder=tmp_path)
+    broken = tmp_path / "cc"
+    broken.write_text("#!/bin/sh\necho 'cc: error: out of licences' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    with pytest.raises(fused.KernelUnavailable, match=r"failed to compile fused\.c: cc: error"):
+        fused.build(compiler=str(broken), folder=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["cc"]  # no partial library left behind
+
+
+def test_without_a_compiler_the_torch_path_runs_after_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no library built before
+    fused.library.cache_clear()
+    try:
+        net = network("csr-1")
+        drives = net.input_drives(inputs(16)[0])
+        with pytest.warns(RuntimeWarning, match="fused CPU kernel is unavailable, using the torch"):
+            got = relax(net.recurrent, drives, max_sweeps=5, kernel="fused")
+        assert_same_relaxation(relax(net.recurrent, drives, max_sweeps=5, kernel="torch"), got)
+        assert dynamics_kernel(net, LearningConfig(), 16) == "torch"
+    finally:
+        fused.library.cache_clear()
+
+
+def test_the_library_is_built_once_per_source_and_cpu(tmp_path: Path) -> None:
+    first = fused.build(folder=tmp_path)
+    assert fused.build(folder=tmp_path) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
