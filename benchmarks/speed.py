@@ -69,6 +69,9 @@ class Bench:
 BENCHES: dict[str, Bench] = {
     "A": Bench("recipe_a_sparse_mnist.yaml", (), eval_batch=8192, train_steps=300),
     "B": Bench("recipe_b_binarised_fashion.yaml", (), eval_batch=4096, train_steps=100),
+    # Where the fused kernel stops paying for dense couplings (darnn.fused.AUTO_DENSE_UNITS).
+    "B500": Bench("recipe_b_binarised_fashion.yaml", ("network.hidden=[500]",), eval_batch=4096,
+                  train_steps=200),
     "dense8192": Bench(
         "recipe_b_binarised_fashion.yaml", ("network.hidden=[8192]",), eval_batch=512,
         train_steps=8,
@@ -448,7 +451,9 @@ def main() -> None:
     """Parse the command line, time every configuration, write the results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--configs", default="A,B,dense8192", help="comma-separated: A, B, dense8192")
+    ap.add_argument(
+        "--configs", default="A,B,dense8192", help=f"comma-separated: {', '.join(BENCHES)}"
+    )
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats; the best is kept")
     ap.add_argument(
         "--threads", type=int, default=available_cores(), help="CPU threads timed besides 1"

@@ -207,11 +207,12 @@ def test_csr_and_dense_paths_agree_over_training(monkeypatch: pytest.MonkeyPatch
         assert torch.equal(c_fast.support(), c_dense.support())
 
 
-def test_chunked_evaluate_equals_one_batch() -> None:
+@pytest.mark.parametrize("kernel", ["torch", "fused"])  # chunks relaxed either way
+def test_chunked_evaluate_equals_one_batch(kernel: str) -> None:
     net = sparse_network()
     net.to(torch.float32)
     dyadic_(net)  # and pixels in multiples of 1/16: exact float32 sums in any chunking
-    cfg = LearningConfig()
+    cfg = LearningConfig(kernel=kernel)
     g = torch.Generator().manual_seed(9)
     chunk = dynamics.chunk_size(net.recurrent, cfg.schedule, net.device)
     assert chunk is not None

@@ -1,9 +1,9 @@
 """The fused CPU kernel (darnn.fused) against the torch path it replaces.
 
-The two compute the same sums in different orders, so states, sweep counts and fixed
-points agree exactly and fields and weights to float rounding. The networks are small and
-their fields of order one: a unit whose field lies within rounding of zero, where the two
-could take different signs, does not occur in these cases.
+The two compute the same sums in different orders. So that the comparisons are exact and
+portable (no rounding anywhere can decide a spin), every weight, field and input lies on a
+dyadic grid and the learning rates are powers of two: every sum and update is then exact
+in float32, in any order, and the two paths must agree bit for bit.
 """
 
 from __future__ import annotations
@@ -25,33 +25,40 @@ pytestmark = pytest.mark.skipif(
     fused.library() is None, reason="no C compiler here: the fused kernel cannot be built"
 )
 
+D = 64  # input features
+GRID = {"j_d": 0.5, "label_encoding": "pm1"}  # dyadic constants
 CHAINS = {
-    "csr-1": NetworkConfig(hidden=(120,), j_density=0.1, w_in_density=0.5, sparse_format="csr"),
-    "csr-2": NetworkConfig(
-        hidden=(80, 80), j_density=0.1, w_in_density=0.5, sparse_format="csr", inter="sparse",
-        inter_fan_in=3,
-    ),
-    "dense-1": NetworkConfig(hidden=(90,), j_density=1.0, w_in_density=1.0),
-    "dense-2": NetworkConfig(hidden=(60, 60), j_density=1.0, w_in_density=1.0),
+    "csr-1": NetworkConfig(hidden=(64,), j_density=0.25, w_in_density=0.25, sparse_format="csr",
+                           **GRID),
+    "csr-2": NetworkConfig(hidden=(64, 64), j_density=0.25, w_in_density=0.25,
+                           sparse_format="csr", inter="sparse", inter_fan_in=3, **GRID),
+    "dense-1": NetworkConfig(hidden=(64,), j_density=1.0, w_in_density=1.0, **GRID),
+    "dense-2": NetworkConfig(hidden=(64, 64), j_density=1.0, w_in_density=1.0, **GRID),
 }  # fmt: skip
+# Rates 1 make every update alpha = 1 / sqrt(B * fan_in) a power of two (B = 1 or 16; fan-ins
+# 16 or 64); margins on the grid; no decay (1 - decay would leave the grid).
+RULE = LearningConfig(schedule="sequential", kappa_in=0.5, kappa_j=0.5, kappa_out=1.0,
+                      lr_in=1.0, lr_j=1.0, lr_out=1.0)  # fmt: skip
 
 
 def network(name: str, seed: int = 0) -> Network:
-    return Network(CHAINS[name], 30, 10, seed=seed)
+    net = Network(CHAINS[name], D, 10, seed=seed)
+    for t in [*net.parameters(), *net.buffers()]:
+        if t.is_floating_point():
+            t.data = torch.round(t.data * 64) / 64  # masks (0/1) and J_D = 0.5 stay as they are
+    return net
 
 
 def inputs(batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, 30, generator=g)
+    x = torch.round(torch.rand(batch, D, generator=g) * 16) / 16
     return x, torch.randint(0, 10, (batch,), generator=g)
 
 
 def assert_same_relaxation(a, b) -> None:  # type: ignore[no-untyped-def]
-    for sa, sb in zip(a.states, b.states):
-        assert torch.equal(sa, sb)
-    for name in ("fields", "internal"):
-        for fa, fb in zip(getattr(a, name), getattr(b, name)):
-            torch.testing.assert_close(fa, fb, rtol=0, atol=1e-5)
+    for name in ("states", "fields", "internal"):
+        for ta, tb in zip(getattr(a, name), getattr(b, name)):
+            assert torch.equal(ta, tb), name
     assert torch.equal(a.sweeps, b.sweeps)
     assert torch.equal(a.converged, b.converged)
 
@@ -95,20 +102,25 @@ def test_the_inputs_are_not_modified() -> None:
 @pytest.mark.parametrize("name", sorted(CHAINS))
 @pytest.mark.parametrize("batch", [1, 16])
 def test_training_gives_the_same_weights(name: str, batch: int) -> None:
-    cfg = LearningConfig(schedule="sequential", kappa_j=0.5, kappa_in=0.5, decay_j=1e-3)
     nets = {k: network(name, seed=3) for k in ("torch", "fused")}
     x, y = inputs(6 * batch, seed=4)
+    stats = {}
     for kernel, net in nets.items():
-        c = dataclasses.replace(cfg, kernel=kernel)
+        cfg = dataclasses.replace(RULE, kernel=kernel)
         for i in range(6):
-            learning_step(net, x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch], c)
+            rows = slice(i * batch, (i + 1) * batch)
+            stats[kernel] = learning_step(net, x[rows], y[rows], cfg)
     ref, got = (n.state_dict() for n in nets.values())
+    assert not torch.equal(ref["w_out.weight"], network(name, seed=3).w_out.weight)  # learnt
     for key in ref:
-        torch.testing.assert_close(got[key], ref[key], rtol=1e-5, atol=1e-5, msg=key)
+        assert torch.equal(got[key], ref[key]), key
+    for field in ("correct", "unstable", "converged", "free_sweeps"):
+        assert torch.equal(getattr(stats["torch"], field), getattr(stats["fused"], field)), field
     scores = [
-        evaluate(net, x, y, dataclasses.replace(cfg, kernel=k))["scores"] for k, net in nets.items()
+        evaluate(net, x, y, dataclasses.replace(RULE, kernel=k))["scores"]
+        for k, net in nets.items()
     ]
-    torch.testing.assert_close(scores[1], scores[0], rtol=1e-5, atol=1e-4)
+    assert torch.equal(scores[0], scores[1])
 
 
 def test_auto_picks_the_faster_kernel() -> None:

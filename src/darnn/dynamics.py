@@ -230,8 +230,9 @@ def relax(
         raise ValueError(f"kernel={kernel!r} is not valid; accepted values: {', '.join(KERNELS)}")
     _check_shapes(net, external, states, internal)
     ref = external[0]
-    if fused.use_fused(net, kernel, schedule, ref.device, ref.dtype, ref.shape[0], trace):
-        return _relax_fused(net, external, states, internal, max_sweeps, schedule)
+    chain = fused.choose(net, kernel, schedule, ref.device, ref.dtype, ref.shape[0], trace)
+    if chain is not None:
+        return _relax_fused(net, chain, external, states, internal, max_sweeps, schedule)
     sweep = make_sweep(net, schedule, generator)
     chunk = None if trace else chunk_size(net, schedule, ref.device)
     if chunk is None or ref.shape[0] <= chunk:
@@ -356,23 +357,33 @@ def _relax_batch(
 
 def _relax_fused(
     net: Recurrent,
+    chain: fused.Chain,
     ext: Sequence[Tensor],
     states: Sequence[Tensor] | None,
     internal: Sequence[Tensor] | None,
     max_sweeps: int,
     schedule: str,
 ) -> Relaxation:
-    """`_relax_batch` in one call of the fused kernel (same start, same sweep counts)."""
+    """`relax`'s torch path in one call of the fused kernel.
+
+    The same start, sweep counts and, where a sum is exact, the same bits: the kernel follows
+    the chunks and the compaction of `_WorkingSet`, so a field is computed afresh (rather
+    than kept as given) for exactly the samples the torch path sweeps.
+    """
     full_ext = [batch_minor(e) for e in ext]
+    batch = full_ext[0].shape[0]
+    below, align = (_COMPACT_SPARSE, 1) if _sparse(net) else (_COMPACT_DENSE, _DENSE_ALIGN)
+    chunk = chunk_size(net, schedule, full_ext[0].device) or batch
     s, h, given = _starting_fields(net, full_ext, states, internal)
     unchecked = states is None and internal is None and max_sweeps > 0
     h_int = (
         [torch.empty_like(e) for e in full_ext] if given is None else [_copy_bm(t) for t in given]
     )
-    sweeps = torch.full((full_ext[0].shape[0],), int(unchecked), dtype=torch.int64)
+    sweeps = torch.full((batch,), int(unchecked), dtype=torch.int64)
     converged = fused.relax_in_place(
-        net, full_ext, s, h, h_int, sweeps, max_sweeps=max_sweeps,
+        chain, net.j_d_value, full_ext, s, h, h_int, sweeps, max_sweeps=max_sweeps,
         sequential=schedule == "sequential", unchecked=unchecked, given_internal=given is not None,
+        compaction=(chunk, below, align, _COMPACT_MIN),
     )  # fmt: skip
     return Relaxation(s, h_int, h, converged, sweeps)
 

@@ -7,10 +7,11 @@
  * as soon as each of its samples is at a fixed point (a fixed point never moves, so this
  * gives the states of sweeping the whole batch until every sample has settled).
  *
- * Every field is a sum in one fixed order (external field, J_D s, the stored entries of J
- * row by row, then the forward and backward couplings); the lanes of a block are
+ * Every field is summed in one fixed order: external field + J_D s, then each coupling's
+ * product (summed from zero in storage order) in turn: J, the forward, the backward one.
+ * With CSR couplings that is the torch path's order (see add_row). The lanes of a block are
  * independent samples, so the result does not depend on the vector width the compiler
- * picks. It is compiled with -ffp-contract=off: no fused multiply-adds, the same rounding
+ * picks; it is compiled with -ffp-contract=off (no fused multiply-adds): the same rounding
  * on every x86-64 CPU.
  */
 #include <pthread.h>
@@ -43,21 +44,26 @@ static inline lanes_t load(const float *p) {
     return v;
 }
 
-/* acc + (c s)[row] for the LANES samples of a block; s is (n_in, LANES). */
+/* acc + (c s)[row] for the LANES samples of a block; s is (n_in, LANES). The product is
+ * summed from zero in storage order and then added to acc: the order of MKL's CSR product
+ * into an output (torch.addmm), so a CSR chain gives the torch path's fields bit for bit. */
 static inline lanes_t add_row(const coupling_t *c, int64_t row, const float *restrict s,
                               lanes_t acc) {
+    lanes_t sum = {0};
     if (c->kind == CSR) {
         const float *restrict val = c->values;
         const int32_t *restrict col = c->col;
         for (int32_t p = c->crow[row]; p < c->crow[row + 1]; p++)
-            acc += val[p] * load(s + (int64_t)col[p] * LANES);
+            sum += val[p] * load(s + (int64_t)col[p] * LANES);
     } else if (c->kind == DENSE) {
         const float *restrict w = c->values + row * (int64_t)c->n_in;
-        for (int64_t j = 0; j < c->n_in; j++) acc += w[j] * load(s + j * LANES);
+        for (int64_t j = 0; j < c->n_in; j++) sum += w[j] * load(s + j * LANES);
     } else if (c->kind == IDENTITY) {
-        acc += c->values[row] * load(s + row * LANES);
+        return acc + c->values[row] * load(s + row * LANES);
+    } else {
+        return acc;
     }
-    return acc;
+    return acc + sum;
 }
 
 typedef struct {
@@ -67,10 +73,11 @@ typedef struct {
     float j_d;
 } chain_t;
 
-/* h_l = ext_l + J_D s_l + J_l s_l + F_l s_{l-1} + B_l s_{l+1} for one block; marks in
- * `unstable` the lanes with a unit whose s_i h_i <= 0. Block arrays are (N_l, LANES). */
+/* h_l = ext_l + J_D s_l + J_l s_l + F_l s_{l-1} + B_l s_{l+1} for one block, except in
+ * the `frozen` lanes (-1), whose fields are kept; marks in `unstable` the lanes with a unit
+ * whose s_i h_i <= 0. Block arrays are (N_l, LANES). */
 static void module_field(const chain_t *ch, int l, float *const *s, const float *ext, float *h,
-                         int32_t *unstable) {
+                         mask_t frozen, int32_t *unstable) {
     const int64_t n = ch->sizes[l];
     mask_t bad = {0}; /* -1 in the lanes with an unstable unit */
     for (int64_t i = 0; i < n; i++) {
@@ -79,6 +86,8 @@ static void module_field(const chain_t *ch, int l, float *const *s, const float 
         acc = add_row(&ch->J[l], i, s[l], acc);
         if (l > 0) acc = add_row(&ch->fwd[l], i, s[l - 1], acc);
         if (l < ch->n_layers - 1) acc = add_row(&ch->bwd[l], i, s[l + 1], acc);
+        const mask_t kept = ((mask_t)load(h + i * LANES) & frozen) | ((mask_t)acc & ~frozen);
+        acc = (lanes_t)kept;
         memcpy(h + i * LANES, &acc, sizeof acc);
         bad |= si * acc <= 0.0f;
     }
@@ -124,6 +133,9 @@ typedef struct {
     const chain_t *ch;
     int32_t sequential, max_sweeps, unchecked, given_internal;
     int64_t B, first, stride; /* the blocks first, first + stride, ... of the batch */
+    int64_t chunk;            /* the torch path's chunk (a multiple of LANES, or B) */
+    const uint8_t *frozen;    /* (B) samples the torch path would never sweep */
+    const uint8_t *chunk_swept; /* per chunk: the torch path swept it at least once */
     float *const *ext;
     float **s, **h, **h_int;
     int64_t *sweeps;
@@ -168,6 +180,9 @@ static void *relax_blocks(void *arg) {
             load_block(ch->sizes[l], B, b0, nb, jb->s[l], bs[l], 1.0f);
             load_block(ch->sizes[l], B, b0, nb, jb->h[l], bh[l], 1.0f);
         }
+        const int chunk_swept = jb->chunk_swept[b0 / jb->chunk];
+        mask_t frozen = {0};
+        for (int k = 0; k < nb; k++) frozen[k] = jb->frozen[b0 + k] ? -1 : 0;
         int32_t unstable[LANES];
         int settled = 0, swept = 0; /* swept: a sweep ran, and `unstable` is its check */
         for (int t = 0; t < jb->max_sweeps; t++) {
@@ -181,7 +196,9 @@ static void *relax_blocks(void *arg) {
                     jb->sweeps[b0 + k] += unstable[k] != 0;
                     any |= unstable[k];
                 }
-                if (!any) { settled = 1; break; }
+                /* Where the torch path sweeps the chunk, a settled block is swept once too:
+                 * its fields are then computed afresh (s does not move), as there. */
+                if (!any && !(t == 0 && chunk_swept)) { settled = 1; break; }
             }
             /* The sweep; the fields computed last also give the next check. */
             memset(unstable, 0, sizeof unstable);
@@ -189,14 +206,14 @@ static void *relax_blocks(void *arg) {
                 for (int l = 0; l < L; l++) {
                     if (l > 0) {
                         int32_t ignored[LANES] = {0};
-                        module_field(ch, l, bs, be[l], bh[l], ignored);
+                        module_field(ch, l, bs, be[l], bh[l], frozen, ignored);
                     }
                     set_signs(ch->sizes[l], bh[l], bs[l]);
                 }
             } else {
                 for (int l = 0; l < L; l++) set_signs(ch->sizes[l], bh[l], bs[l]);
             }
-            for (int l = 0; l < L; l++) module_field(ch, l, bs, be[l], bh[l], unstable);
+            for (int l = 0; l < L; l++) module_field(ch, l, bs, be[l], bh[l], frozen, unstable);
             swept = 1;
         }
         if (!settled && !swept) {
@@ -210,7 +227,8 @@ static void *relax_blocks(void *arg) {
                 store_block(n, B, b0, nb, bs[l], jb->s[l]);
                 store_block(n, B, b0, nb, bh[l], jb->h[l]);
             }
-            if (jb->given_internal && !swept) continue; /* no sweep ran: keep them exactly */
+            /* As the torch path: the given internal fields where it ran no sweep at all. */
+            if (jb->given_internal && !chunk_swept) continue;
             for (int64_t i = 0; i < n; i++)
                 for (int k = 0; k < nb; k++)
                     jb->h_int[l][i * B + b0 + k] = bh[l][i * LANES + k] - be[l][i * LANES + k];
@@ -221,21 +239,69 @@ static void *relax_blocks(void *arg) {
     return NULL;
 }
 
+/* Which samples the torch path (darnn.dynamics) would sweep at least once, so that the
+ * kernel computes a field afresh exactly where it does. The torch path relaxes the batch in
+ * chunks of `chunk` samples; a chunk with an unstable sample at the first check is swept,
+ * but if fewer than `compact_below` of its (at least `compact_min`) samples are unstable
+ * there, the settled ones leave the working set first (all but the first few, which pad
+ * the set to a multiple of `align`) and are never swept: their fields stay as given. */
+static int plan_chunks(const chain_t *ch, int64_t B, int32_t max_sweeps, int32_t unchecked,
+                       float *const *s, float *const *h, int64_t chunk, float compact_below,
+                       int32_t align, int32_t compact_min, uint8_t *frozen,
+                       uint8_t *chunk_swept) {
+    memset(frozen, 0, (size_t)B);
+    uint8_t *active = calloc((size_t)B, 1);
+    if (active == NULL) return -1;
+    for (int l = 0; l < ch->n_layers && !unchecked; l++)
+        for (int64_t i = 0; i < ch->sizes[l]; i++)
+            for (int64_t b = 0; b < B; b++)
+                active[b] |= s[l][i * B + b] * h[l][i * B + b] <= 0.0f;
+    for (int64_t c0 = 0, c = 0; c0 < B; c0 += chunk, c++) {
+        const int64_t size = B - c0 < chunk ? B - c0 : chunk;
+        int64_t n_active = 0;
+        for (int64_t b = c0; b < c0 + size; b++) n_active += active[b];
+        chunk_swept[c] = max_sweeps > 0 && (unchecked || n_active > 0);
+        if (unchecked || !chunk_swept[c] || size < compact_min ||
+            !((float)n_active < compact_below * (float)size))
+            continue;
+        int64_t pad = (align - n_active % align) % align;
+        for (int64_t b = c0; b < c0 + size; b++) {
+            if (active[b]) continue;
+            if (pad > 0) { pad--; continue; }
+            frozen[b] = 1;
+        }
+    }
+    free(active);
+    return 0;
+}
+
 /* Relax one batch in place, on `threads` threads (blocks dealt out in turn).
  *
  * ext, s, h, h_int: n_layers pointers to batch-minor (N_l, B) float32 arrays: the external
  * fields, the states (in/out), the total fields at the states (in/out) and, out, the
  * internal fields h - ext (if `given_internal`, h_int holds the internal fields at the start
- * and a block that runs no sweep keeps them exactly). sweeps (in/out, B): sweeps already
- * counted; converged (out, B). unchecked: the start is s = 0, where every unit is
- * unstable, so the first sweep runs without a check (the caller counted it). Returns 0,
- * or -1 if memory ran out or the chain has no module or more than MAX_LAYERS. */
+ * and is kept where no sweep runs). sweeps (in/out, B): sweeps already counted; converged
+ * (out, B). unchecked: the start is s = 0, where every unit is unstable, so the first sweep
+ * runs without a check (the caller counted it). chunk, compact_below, align, compact_min:
+ * the torch path's chunking and compaction (see plan_chunks; chunk a multiple of LANES or
+ * >= B). Returns 0, or -1 if memory ran out or the chain has no module or more than
+ * MAX_LAYERS. */
 int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t max_sweeps,
                     int32_t unchecked, int32_t given_internal, float *const *ext, float **s,
                     float **h, float **h_int, int64_t *sweeps, uint8_t *converged,
-                    int32_t threads) {
-    if (ch->n_layers < 1 || ch->n_layers > MAX_LAYERS) return -1;
+                    int32_t threads, int64_t chunk, float compact_below, int32_t align,
+                    int32_t compact_min) {
+    if (ch->n_layers < 1 || ch->n_layers > MAX_LAYERS || chunk < 1 || align < 1) return -1;
+    if (chunk < B && chunk % LANES != 0) return -1;
     const int64_t blocks = (B + LANES - 1) / LANES;
+    uint8_t *frozen = malloc((size_t)B + (size_t)(B / chunk + 1));
+    if (frozen == NULL) return -1;
+    uint8_t *chunk_swept = frozen + B;
+    if (plan_chunks(ch, B, max_sweeps, unchecked, s, h, chunk, compact_below, align,
+                    compact_min, frozen, chunk_swept) != 0) {
+        free(frozen);
+        return -1;
+    }
     int64_t n_jobs = threads < 1 ? 1 : threads;
     if (n_jobs > blocks) n_jobs = blocks < 1 ? 1 : blocks;
     if (n_jobs > MAX_THREADS) n_jobs = MAX_THREADS;
@@ -244,6 +310,7 @@ int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t ma
     int started[MAX_THREADS] = {0};
     for (int64_t j = 0; j < n_jobs; j++) {
         jobs[j] = (job_t){ch, sequential, max_sweeps, unchecked, given_internal, B, j, n_jobs,
+                          chunk < B ? chunk : B + LANES, frozen, chunk_swept,
                           ext, s, h, h_int, sweeps, converged, -1};
         /* Job 0 runs on the calling thread; a thread that fails to start runs here too. */
         if (j > 0) started[j] = pthread_create(&ids[j], NULL, relax_blocks, &jobs[j]) == 0;
@@ -255,5 +322,6 @@ int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t ma
         else relax_blocks(&jobs[j]);
         if (jobs[j].status != 0) status = jobs[j].status;
     }
+    free(frozen);
     return status;
 }

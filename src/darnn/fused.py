@@ -8,11 +8,13 @@ no Python between sweeps. It is compiled with the system C compiler (``$CC``, el
 on first use into a per-user cache, keyed by the source, the flags and the CPU, and loaded
 with ctypes: no build step, and a machine without a compiler runs the torch path.
 
-`learning.kernel` chooses ("auto", "torch", "fused"); `use_fused` decides, `relax_in_place`
+`learning.kernel` chooses ("auto", "torch", "fused"); `choose` decides, `relax_in_place`
 runs it. Where the fused path cannot run (no compiler, a CUDA device, float64, tanh units,
 the asynchronous schedule, a trace) the torch path runs instead; with ``kernel="fused"`` it
-says why in one warning line. Results equal the torch path's to float rounding: both
-compute the same sums, in different orders.
+says why in one warning line. The kernel sums every product in the order of MKL's CSR
+product, so with CSR couplings it reproduces the torch path bit for bit where torch's CSR
+product is MKL's (docs/speed.md); with dense couplings (BLAS sums in blocks) the two agree
+to float rounding.
 """
 
 from __future__ import annotations
@@ -138,12 +140,18 @@ def library() -> ctypes.CDLL | None:
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.POINTER(_Chain), ctypes.c_int32, ctypes.c_int64, ctypes.c_int32,
                    ctypes.c_int32, ctypes.c_int32, *[ctypes.c_void_p] * 4,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]  # fmt: skip
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64,
+                   ctypes.c_float, ctypes.c_int32, ctypes.c_int32]  # fmt: skip
     return lib
 
 
 def unsupported(
-    net: Recurrent, schedule: str, device: torch.device, dtype: torch.dtype, trace: bool = False
+    net: Recurrent,
+    schedule: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    trace: bool = False,
+    chain: Chain | None = None,
 ) -> str | None:
     """Why the fused kernel cannot relax this network this way, or None if it can."""
     if device.type != "cpu":
@@ -156,7 +164,38 @@ def unsupported(
         return f"it runs the synchronous and sequential schedules, not {schedule}"
     if trace:
         return "it keeps no trace of the states"
-    return _structure(net).reason
+    return (chain or chain_of(net)).reason
+
+
+def choose(
+    net: Recurrent,
+    kernel: str,
+    schedule: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch: int,
+    trace: bool = False,
+) -> Chain | None:
+    """The chain `relax` hands the fused kernel, or None when the torch path runs.
+
+    kernel: "auto" picks the fused kernel where it is faster (docs/speed.md): always when
+    every coupling is sparse (CSR or one-to-one); with dense couplings only for small
+    products, a chain of at most AUTO_DENSE_UNITS units and a batch of at most
+    AUTO_DENSE_BATCH (BLAS wins beyond). "fused" asks for it wherever it can run, and
+    warns once, saying why, where it cannot. "torch": never.
+    """
+    if kernel == "torch":
+        return None
+    chain = chain_of(net)
+    reason = unsupported(net, schedule, device, dtype, trace, chain)
+    if reason is not None:
+        if kernel == "fused":
+            _warn_once(f"darnn: learning.kernel=fused runs the torch path here: {reason}")
+        return None
+    small = sum(net.sizes) <= AUTO_DENSE_UNITS and batch <= AUTO_DENSE_BATCH
+    if kernel == "auto" and chain.dense and not small:
+        return None
+    return chain if library() is not None else None
 
 
 def use_fused(
@@ -168,25 +207,8 @@ def use_fused(
     batch: int,
     trace: bool = False,
 ) -> bool:
-    """Whether `relax` runs the fused kernel (kernel: "auto", "torch" or "fused").
-
-    "auto" picks it where it is faster (docs/speed.md): always when every coupling is
-    sparse (CSR or one-to-one); with dense couplings only for small products, a chain of
-    at most AUTO_DENSE_UNITS units and a batch of at most AUTO_DENSE_BATCH (BLAS wins
-    beyond). "fused" asks for it wherever it can run, and warns once, saying why, where
-    it cannot.
-    """
-    if kernel == "torch":
-        return False
-    reason = unsupported(net, schedule, device, dtype, trace)
-    if reason is not None:
-        if kernel == "fused":
-            _warn_once(f"darnn: learning.kernel=fused runs the torch path here: {reason}")
-        return False
-    small = sum(net.sizes) <= AUTO_DENSE_UNITS and batch <= AUTO_DENSE_BATCH
-    if kernel == "auto" and _structure(net).dense and not small:
-        return False
-    return library() is not None
+    """Whether `relax` runs the fused kernel (see `choose`)."""
+    return choose(net, kernel, schedule, device, dtype, batch, trace) is not None
 
 
 @functools.cache
@@ -194,27 +216,27 @@ def _warn_once(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-class _Structure:
-    """A network's couplings as the kernel reads them, and what the kernel makes of them."""
+class Chain:
+    """A network's couplings as the kernel reads them (pointers into their tensors)."""
 
     def __init__(self, net: Recurrent, key: tuple[int, ...]) -> None:
-        self.key = key
+        self.key = key  # the tensors' addresses: a replaced tensor means a new Chain
         couplings = _couplings(net)
         present = [c for c in couplings if c is not None]
         self.dense = any(isinstance(c, DenseCoupling) for c in present)
-        self.reason = _structure_reason(net, present)
-        self.chain: _Chain | None = None
-        self._keep: list = []  # the ctypes arrays the chain points into
+        self.reason = _unsupported_couplings(net, present)  # why the kernel cannot run it
+        self.struct: _Chain | None = None
+        self._keep: list = []  # the ctypes arrays the struct points into
         if self.reason is None:
             L = net.n_layers
             structs = [_describe(c) for c in couplings]
             arrays = [(_Coupling * L)(*structs[i * L : (i + 1) * L]) for i in range(3)]
             sizes = (ctypes.c_int32 * L)(*net.sizes)
-            self.chain = _Chain(L, sizes, *arrays, 0.0)
+            self.struct = _Chain(L, sizes, *arrays, 0.0)
             self._keep = [sizes, *arrays]
 
 
-def _structure_reason(net: Recurrent, couplings: list[Coupling]) -> str | None:
+def _unsupported_couplings(net: Recurrent, couplings: list[Coupling]) -> str | None:
     if net.n_layers > 64:
         return "it runs chains of at most 64 modules"
     for c in couplings:
@@ -229,7 +251,7 @@ def _structure_reason(net: Recurrent, couplings: list[Coupling]) -> str | None:
 
 # Per network, rebuilt when a coupling tensor was replaced (.to(), load_state_dict, a new
 # format); in-place weight updates keep the pointers.
-_STRUCTURES: weakref.WeakKeyDictionary[Recurrent, _Structure] = weakref.WeakKeyDictionary()
+_CHAINS: weakref.WeakKeyDictionary[Recurrent, Chain] = weakref.WeakKeyDictionary()
 
 
 def _couplings(net: Recurrent) -> list[Coupling | None]:
@@ -237,11 +259,12 @@ def _couplings(net: Recurrent) -> list[Coupling | None]:
     return [*net.J, None, *net.forward_couplings, *net.backward_couplings, None]
 
 
-def _structure(net: Recurrent) -> _Structure:
+def chain_of(net: Recurrent) -> Chain:
+    """The network's `Chain`, built once and again only after a tensor was replaced."""
     key = tuple(t.data_ptr() for c in _couplings(net) if c is not None for t in _tensors(c))
-    found = _STRUCTURES.get(net)
+    found = _CHAINS.get(net)
     if found is None or found.key != key:
-        found = _STRUCTURES[net] = _Structure(net, key)
+        found = _CHAINS[net] = Chain(net, key)
     return found
 
 
@@ -268,7 +291,8 @@ def _pointers(ts: Sequence[Tensor]) -> ctypes.Array:
 
 
 def relax_in_place(
-    net: Recurrent,
+    chain: Chain,
+    j_d: float,
     ext: Sequence[Tensor],
     s: Sequence[Tensor],
     h: Sequence[Tensor],
@@ -279,26 +303,28 @@ def relax_in_place(
     sequential: bool,
     unchecked: bool,
     given_internal: bool,
+    compaction: tuple[int, float, int, int],
 ) -> Tensor:
-    """One phase of the dynamics on batch-minor float32 tensors; returns ``converged``.
+    """One phase of the dynamics of ``chain`` (from `choose`) on batch-minor float32 tensors.
 
     ``s`` and ``h`` (states and total fields at them) are updated in place, ``h_int`` set
     to the internal fields (kept where no sweep ran if ``given_internal``: it then holds
     them on entry), ``sweeps`` (int64) counts the sweeps each sample ran. ``unchecked``: the
-    start is s = 0 and the caller counted the first sweep.
+    start is s = 0 and the caller counted the first sweep. ``compaction``: the torch path's
+    (chunk, fraction, alignment, minimum size) of dropping settled samples (darnn.dynamics),
+    which the kernel follows so that it computes a field afresh exactly where that path
+    does. Returns ``converged`` (bool).
     """
     lib = library()
-    structure = _structure(net)
-    if lib is None or structure.chain is None:
-        raise KernelUnavailable(f"the fused kernel cannot run here: {structure.reason}")
-    chain = structure.chain
-    chain.j_d = net.j_d_value  # set_j_d changes it between calls
+    if lib is None or chain.struct is None:
+        raise KernelUnavailable(f"the fused kernel cannot run here: {chain.reason}")
+    chain.struct.j_d = j_d  # set_j_d may change it between calls
     batch = ext[0].shape[0]
     converged = torch.empty(batch, dtype=torch.uint8)
     status = lib.darnn_relax_f32(
-        ctypes.byref(chain), int(sequential), batch, max_sweeps, int(unchecked),
+        ctypes.byref(chain.struct), int(sequential), batch, max_sweeps, int(unchecked),
         int(given_internal), _pointers(ext), _pointers(s), _pointers(h), _pointers(h_int),
-        sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(),
+        sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip
     if status != 0:
         raise MemoryError("the fused kernel could not allocate its working buffers")
