@@ -25,7 +25,7 @@ from pathlib import Path
 
 from darnn.bench.methods import VARIANT_OVERRIDES
 from darnn.cli import main
-from darnn.sweep.summary import summarize
+from darnn.sweep.summary import open_study, summary_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {"contrast": "best_entangled_fashion", "contrast-fashion": "narrow_fashion"}
@@ -80,10 +80,9 @@ def tune(
         code = main(argv)
         if code != 0:
             raise SystemExit(f"contrast_tuning: the study of {name} failed (exit {code})")
-        summary = summarize(f"sqlite:///{out / 'study.db'}", name, top=3)
+        study, url = open_study(f"sqlite:///{out / 'study.db'}", name)
         lines += [f"## {name}", "", f"Fixed: `{' '.join(overrides) or '-'}`", "", "```"]
-        lines += summary.text.split("\nplots:")[0].splitlines()  # plots stay in the sweep dir
-        lines += ["```", ""]
+        lines += [*summary_lines(study, url, top=3), "```", ""]
     return "\n".join(lines)
 
 

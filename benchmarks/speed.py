@@ -70,6 +70,8 @@ BENCHES: dict[str, Bench] = {
     "A": Bench("recipe_a_sparse_mnist.yaml", (), eval_batch=8192, train_steps=300),
     "B": Bench("recipe_b_binarised_fashion.yaml", (), eval_batch=4096, train_steps=100),
     # Where the fused kernel stops paying for dense couplings (darnn.fused.AUTO_DENSE_UNITS).
+    "B256": Bench("recipe_b_binarised_fashion.yaml", ("network.hidden=[256]",), eval_batch=4096,
+                  train_steps=300),
     "B500": Bench("recipe_b_binarised_fashion.yaml", ("network.hidden=[500]",), eval_batch=4096,
                   train_steps=200),
     "dense8192": Bench(

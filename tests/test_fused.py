@@ -9,6 +9,9 @@ in float32, in any order, and the two paths must agree bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -196,3 +199,22 @@ def test_the_library_is_built_once_per_source_and_cpu(tmp_path: Path) -> None:
     first = fused.build(folder=tmp_path)
     assert fused.build(folder=tmp_path) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+
+
+def test_the_cli_says_it_once_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "darnn", "train", "--quiet", "--out", str(tmp_path / "run"),
+         "data.name=digits", "data.limit_train=200", "train.epochs=1", "network.hidden=[32]"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notice = [line for line in done.stderr.splitlines() if "fused" in line]
+    assert notice == [
+        f"darnn: the fused CPU kernel is unavailable, using the torch path: cannot run the C "
+        f"compiler {str(tmp_path / 'no-such-cc')!r} ([Errno 2] No such file or directory: "
+        f"{str(tmp_path / 'no-such-cc')!r})"
+    ]
+    assert "Traceback" not in done.stderr and "Warning" not in done.stderr
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert '"kernel": "torch"' in metrics

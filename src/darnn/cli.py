@@ -11,7 +11,8 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,19 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- entry point
 
 
+def _one_line_fallbacks(show: Callable[..., None]) -> Callable[..., None]:
+    """``show`` (a warnings.showwarning), but darnn's fallback notices as their one line."""
+    from .fused import FusedKernelWarning
+
+    def shown(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, FusedKernelWarning):
+            print(message, file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     from .data import DataError
@@ -291,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The theory experiments validate their arguments with ValueError before any work.
     user_errors = (RunError, DataError, *((ValueError,) if args.command == "theory" else ()))
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_fallbacks(warnings.showwarning)
+            return int(args.func(args))
     except user_errors as exc:
         message = " ".join(str(exc).split())  # one paragraph, whatever the source wrapped
         print(f"darnn: error: {message}", file=sys.stderr)

@@ -14,7 +14,6 @@
  * picks; it is compiled with -ffp-contract=off (no fused multiply-adds): the same rounding
  * on every x86-64 CPU.
  */
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +143,7 @@ typedef struct {
 } job_t;
 
 /* Relax the blocks of one job, one after the other, in a buffer of its own. */
-static void *relax_blocks(void *arg) {
-    job_t *jb = arg;
+static void relax_blocks(job_t *jb) {
     const chain_t *ch = jb->ch;
     const int L = ch->n_layers;
     const int64_t B = jb->B;
@@ -153,7 +151,7 @@ static void *relax_blocks(void *arg) {
     for (int l = 0; l < L; l++) total += ch->sizes[l];
     /* 64-byte rows (LANES floats) on 64-byte boundaries: a vector load never spans two lines. */
     float *buf = aligned_alloc(64, (size_t)(3 * total * LANES) * sizeof(float));
-    if (buf == NULL) { jb->status = -1; return NULL; }
+    if (buf == NULL) { jb->status = -1; return; }
     float *bs[MAX_LAYERS], *bh[MAX_LAYERS], *eb[MAX_LAYERS];
     const float *be[MAX_LAYERS];
     int64_t off = 0;
@@ -236,7 +234,6 @@ static void *relax_blocks(void *arg) {
     }
     free(buf);
     jb->status = 0;
-    return NULL;
 }
 
 /* Which samples the torch path (darnn.dynamics) would sweep at least once, so that the
@@ -306,22 +303,18 @@ int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t ma
     if (n_jobs > blocks) n_jobs = blocks < 1 ? 1 : blocks;
     if (n_jobs > MAX_THREADS) n_jobs = MAX_THREADS;
     job_t jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int64_t j = 0; j < n_jobs; j++) {
+    for (int64_t j = 0; j < n_jobs; j++)
         jobs[j] = (job_t){ch, sequential, max_sweeps, unchecked, given_internal, B, j, n_jobs,
                           chunk < B ? chunk : B + LANES, frozen, chunk_swept,
                           ext, s, h, h_int, sweeps, converged, -1};
-        /* Job 0 runs on the calling thread; a thread that fails to start runs here too. */
-        if (j > 0) started[j] = pthread_create(&ids[j], NULL, relax_blocks, &jobs[j]) == 0;
-    }
-    relax_blocks(&jobs[0]);
-    int status = jobs[0].status;
-    for (int64_t j = 1; j < n_jobs; j++) {
-        if (started[j]) pthread_join(ids[j], NULL);
-        else relax_blocks(&jobs[j]);
+    /* OpenMP, not threads of our own: built with -fopenmp this is torch's libgomp, whose
+     * pool is already awake (its workers spin after every torch operation and would keep
+     * a core busy while another thread of ours waited for it). Without it: serial. */
+#pragma omp parallel for num_threads(n_jobs) schedule(static, 1) if (n_jobs > 1)
+    for (int64_t j = 0; j < n_jobs; j++) relax_blocks(&jobs[j]);
+    int status = 0;
+    for (int64_t j = 0; j < n_jobs; j++)
         if (jobs[j].status != 0) status = jobs[j].status;
-    }
     free(frozen);
     return status;
 }

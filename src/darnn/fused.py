@@ -38,11 +38,15 @@ from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling
 from .network import Recurrent
 
 SOURCE = Path(__file__).with_name("fused.c")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c11", "-shared", "-fPIC", "-pthread")
-# Dense couplings: the kernel multiplies row by row, BLAS in cache-blocked tiles. Measured
-# on a 2-core machine (docs/speed.md): at batch 16 the fused path is faster up to ~500
-# units (dispatch dominates), BLAS beyond, and BLAS always wins on large batches.
-AUTO_DENSE_UNITS = 512
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c11", "-shared", "-fPIC")
+# Threads come from OpenMP (torch's own libgomp where torch uses it); a compiler without
+# OpenMP builds the serial kernel.
+OPENMP = "-fopenmp"
+# Dense couplings: the kernel multiplies row by row, BLAS in cache-blocked tiles. On a
+# 2-core machine (benchmarks/results-cpu-dense.json) batch-16 training of recipe B at
+# N = 256 ran 3-7 % faster fused, at N = 500 level (1 thread) or 4 % slower (2 threads);
+# BLAS wins every large-batch evaluation.
+AUTO_DENSE_UNITS = 256
 AUTO_DENSE_BATCH = 64
 _KINDS = {DenseCoupling: 1, SparseCoupling: 2, IdentityCoupling: 3}
 
@@ -71,6 +75,10 @@ class _Chain(ctypes.Structure):
 
 class KernelUnavailable(RuntimeError):
     """The fused kernel could not be compiled or loaded here."""
+
+
+class FusedKernelWarning(RuntimeWarning):
+    """The torch path runs instead of the fused kernel (said once, with the reason)."""
 
 
 def cache_dir() -> Path:
@@ -106,25 +114,39 @@ def build(compiler: str | None = None, folder: Path | None = None) -> Path:
         return lib
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise KernelUnavailable(f"cannot write to {folder} ({err.strerror})") from err
+    first_error = ""
+    for flags in ((*FLAGS, OPENMP), FLAGS):
+        error = _compile(cc, flags, folder, lib)
+        if error is None:
+            return lib
+        first_error = first_error or error
+    raise KernelUnavailable(first_error)
+
+
+def _compile(cc: str, flags: tuple[str, ...], folder: Path, lib: Path) -> str | None:
+    """Build ``lib`` with these flags; None, or why it failed (one line)."""
+    try:
         # Compile beside the target, then rename: concurrent processes never load half a file.
         fd, tmp = tempfile.mkstemp(prefix=".fused-", suffix=".so", dir=folder)
         os.close(fd)
     except OSError as err:
-        raise KernelUnavailable(f"cannot write to {folder} ({err.strerror})") from err
+        return f"cannot write to {folder} ({err.strerror})"
     try:
         done = subprocess.run(
-            [cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
+            [cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
         )
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["no message"])[0]
-            raise KernelUnavailable(f"{cc} failed to compile {SOURCE.name}: {first}")
+            return f"{cc} failed to compile {SOURCE.name}: {first}"
         os.replace(tmp, lib)
+        return None
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise KernelUnavailable(f"cannot run the C compiler {cc!r} ({err})") from err
+        return f"cannot run the C compiler {cc!r} ({err})"
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return lib
 
 
 @functools.cache
@@ -134,7 +156,7 @@ def library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(build()))
     except (KernelUnavailable, OSError) as err:
         warnings.warn(f"darnn: the fused CPU kernel is unavailable, using the torch path: {err}",
-                      RuntimeWarning, stacklevel=2)  # fmt: skip
+                      FusedKernelWarning, stacklevel=2)  # fmt: skip
         return None
     fn = lib.darnn_relax_f32
     fn.restype = ctypes.c_int
@@ -213,7 +235,7 @@ def use_fused(
 
 @functools.cache
 def _warn_once(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    warnings.warn(message, FusedKernelWarning, stacklevel=4)
 
 
 class Chain:

@@ -199,18 +199,8 @@ def write_plots(study: Any, out_dir: Path) -> tuple[list[Path], dict[str, str]]:
     return written, skipped
 
 
-def summarize(
-    storage: str | None, study_name: str | None, out: str | None = None, top: int = 10
-) -> Summary:
-    """Everything ``darnn sweep summary`` prints and draws."""
-    if top < 1:
-        raise SweepError(f"--top must be an integer >= 1, got {top}")
-    study, url = open_study(storage, study_name)
-    if out is not None:
-        out_dir = Path(out)
-    else:
-        path = sqlite_path(url)
-        out_dir = path.parent if path is not None else Path("sweeps") / study.study_name
+def summary_lines(study: Any, url: str, top: int) -> list[str]:
+    """The text of a study's summary: trial counts, best trials, overrides, failures."""
     counts = tally(study.get_trials(deepcopy=False))
     lines = [
         f"study '{study.study_name}' in {shown_url(url)}: {counts.describe()}",
@@ -223,6 +213,22 @@ def summarize(
     failures = failure_lines(study)
     if failures:
         lines += ["", "failed trials:", *failures]
+    return lines
+
+
+def summarize(
+    storage: str | None, study_name: str | None, out: str | None = None, top: int = 10
+) -> Summary:
+    """Everything ``darnn sweep summary`` prints and draws."""
+    if top < 1:
+        raise SweepError(f"--top must be an integer >= 1, got {top}")
+    study, url = open_study(storage, study_name)
+    if out is not None:
+        out_dir = Path(out)
+    else:
+        path = sqlite_path(url)
+        out_dir = path.parent if path is not None else Path("sweeps") / study.study_name
+    lines = summary_lines(study, url, top)
     plots, skipped = write_plots(study, out_dir)
     if plots:
         lines += ["", "plots:", *(f"  {shown_path(str(p.resolve()))}" for p in plots)]
@@ -231,4 +237,4 @@ def summarize(
     return Summary(study.study_name, url, "\n".join(lines), plots, skipped)
 
 
-__all__ = ["PLOTS", "Summary", "best_table", "summarize", "write_plots"]
+__all__ = ["PLOTS", "Summary", "best_table", "summarize", "summary_lines", "write_plots"]
