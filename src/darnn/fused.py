@@ -44,8 +44,8 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c11", "-shared", "-f
 OPENMP = "-fopenmp"
 # Dense couplings: the kernel multiplies row by row, BLAS in cache-blocked tiles. On a
 # 2-core machine (benchmarks/results-cpu-dense.json) batch-16 training of recipe B at
-# N = 256 ran 3-7 % faster fused, at N = 500 level (1 thread) or 4 % slower (2 threads);
-# BLAS wins every large-batch evaluation.
+# N = 256 ran 7 % faster fused on one thread and level on two; at N = 500, 2 % faster on
+# one and 16 % slower on two; BLAS wins every large-batch evaluation.
 AUTO_DENSE_UNITS = 256
 AUTO_DENSE_BATCH = 64
 _KINDS = {DenseCoupling: 1, SparseCoupling: 2, IdentityCoupling: 3}
@@ -106,10 +106,11 @@ def build(compiler: str | None = None, folder: Path | None = None) -> Path:
     """
     cc = compiler or os.environ.get("CC") or "cc"
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cc.encode(),
-                                     _cpu_flags().encode()])).hexdigest()[:16]  # fmt: skip
+    flags = " ".join((*FLAGS, OPENMP)).encode()
+    key = hashlib.sha256(b"\0".join([source, flags, cc.encode(), _cpu_flags().encode()]))
+    lib_name = f"fused-{key.hexdigest()[:16]}.so"
     folder = folder or cache_dir()
-    lib = folder / f"fused-{key}.so"
+    lib = folder / lib_name
     if lib.exists():
         return lib
     try:
