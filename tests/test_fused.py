@@ -128,15 +128,19 @@ def test_training_gives_the_same_weights(name: str, batch: int) -> None:
 
 def test_auto_picks_the_faster_kernel() -> None:
     cpu, f32 = torch.device("cpu"), torch.float32
+
+    def fused_runs(rec, kernel: str, batch: int) -> bool:  # type: ignore[no-untyped-def]
+        return fused.choose(rec, kernel, "synchronous", cpu, f32, batch=batch) is not None
+
     sparse = network("csr-2").recurrent
-    assert fused.use_fused(sparse, "auto", "synchronous", cpu, f32, batch=4096)
-    assert not fused.use_fused(sparse, "torch", "synchronous", cpu, f32, batch=16)
+    assert fused_runs(sparse, "auto", 4096)
+    assert not fused_runs(sparse, "torch", 16)
     small = network("dense-1").recurrent
-    assert fused.use_fused(small, "auto", "synchronous", cpu, f32, batch=16)
-    assert not fused.use_fused(small, "auto", "synchronous", cpu, f32, batch=4096)
-    assert fused.use_fused(small, "fused", "synchronous", cpu, f32, batch=4096)
-    big = Network(NetworkConfig(hidden=(600,), j_density=1.0), 30, 10, seed=0).recurrent
-    assert not fused.use_fused(big, "auto", "synchronous", cpu, f32, batch=16)
+    assert fused_runs(small, "auto", 16)
+    assert not fused_runs(small, "auto", 4096)
+    assert fused_runs(small, "fused", 4096)
+    big = Network(NetworkConfig(hidden=(600,), j_density=1.0), D, 10, seed=0).recurrent
+    assert not fused_runs(big, "auto", 16)
     assert fused.unsupported(sparse, "asynchronous", cpu, f32) is not None
     assert fused.unsupported(sparse, "synchronous", cpu, torch.float64) is not None
 

@@ -237,38 +237,32 @@ def relax(
     chunk = None if trace else chunk_size(net, schedule, ref.device)
     if chunk is None or ref.shape[0] <= chunk:
         return _relax_batch(net, sweep, external, states, internal, max_sweeps, trace)
-    return _relax_chunks(net, sweep, external, states, internal, max_sweeps, chunk)
+
+    def part(rows: slice) -> Relaxation:
+        def cut(ts: Sequence[Tensor] | None) -> list[Tensor] | None:
+            return None if ts is None else [t[rows] for t in ts]
+
+        ext = [e[rows] for e in external]
+        return _relax_batch(net, sweep, ext, cut(states), cut(internal), max_sweeps, False)
+
+    return _in_chunks(part, ref, net.sizes, chunk)
 
 
-def _relax_chunks(
-    net: Recurrent,
-    sweep: Sweep,
-    external: Sequence[Tensor],
-    states: Sequence[Tensor] | None,
-    internal: Sequence[Tensor] | None,
-    max_sweeps: int,
-    chunk: int,
+def _in_chunks(
+    part: Callable[[slice], Relaxation], like: Tensor, sizes: Sequence[int], chunk: int
 ) -> Relaxation:
-    """`_relax_batch` on ``chunk`` samples at a time, into full-batch results."""
-    batch, dev = external[0].shape[0], external[0].device
+    """``part(rows)`` for every ``chunk`` rows of a batch shaped like ``like``, assembled."""
+    batch, dev = like.shape[0], like.device
 
     def full() -> list[Tensor]:  # batch-minor results, filled chunk by chunk
-        return [external[0].new_empty(n, batch).T for n in net.sizes]
+        return [like.new_empty(n, batch).T for n in sizes]
 
     s, h_int, h = full(), full(), full()
     converged = torch.empty(batch, dtype=torch.bool, device=dev)
     sweeps = torch.empty(batch, dtype=torch.int64, device=dev)
     for a in range(0, batch, chunk):
         rows = slice(a, a + chunk)
-        r = _relax_batch(
-            net,
-            sweep,
-            [e[rows] for e in external],
-            None if states is None else [t[rows] for t in states],
-            None if internal is None else [t[rows] for t in internal],
-            max_sweeps,
-            False,
-        )
+        r = part(rows)
         for dst, src in zip([*s, *h_int, *h], [*r.states, *r.internal, *r.fields]):
             dst[rows] = src
         converged[rows], sweeps[rows] = r.converged, r.sweeps

@@ -221,19 +221,6 @@ def choose(
     return chain if library() is not None else None
 
 
-def use_fused(
-    net: Recurrent,
-    kernel: str,
-    schedule: str,
-    device: torch.device,
-    dtype: torch.dtype,
-    batch: int,
-    trace: bool = False,
-) -> bool:
-    """Whether `relax` runs the fused kernel (see `choose`)."""
-    return choose(net, kernel, schedule, device, dtype, batch, trace) is not None
-
-
 @functools.cache
 def _warn_once(message: str) -> None:
     warnings.warn(message, FusedKernelWarning, stacklevel=4)

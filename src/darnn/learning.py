@@ -316,10 +316,8 @@ def dynamics_kernel(net: Network, cfg: LearningConfig, batch: int) -> str:
     """Which kernel relaxes batches of ``batch`` samples: "fused" or "torch" (darnn.fused)."""
     if net.config.readout == "neurons":  # the protocol's own dynamics (darnn.protocol)
         return "torch"
-    rec, device, dtype = net.recurrent, net.device, net.dtype
-    return (
-        "fused" if fused.use_fused(rec, cfg.kernel, cfg.schedule, device, dtype, batch) else "torch"
-    )
+    chain = fused.choose(net.recurrent, cfg.kernel, cfg.schedule, net.device, net.dtype, batch)
+    return "torch" if chain is None else "fused"
 
 
 @torch.no_grad()
