@@ -222,3 +222,18 @@ def test_the_cli_says_it_once_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert '"kernel": "torch"' in metrics
+
+
+def test_a_damaged_library_in_the_cache_is_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    name = fused.build().name  # the cache is keyed: write garbage where the library would be
+    lib = fused.cache_dir() / name
+    lib.write_bytes(b"\x7fELF not really a library")
+    fused.library.cache_clear()
+    try:
+        with pytest.warns(fused.FusedKernelWarning, match="unavailable, using the torch path"):
+            assert fused.library() is None
+    finally:
+        fused.library.cache_clear()

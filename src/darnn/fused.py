@@ -155,11 +155,11 @@ def library() -> ctypes.CDLL | None:
     """The loaded kernel, built on first use; None (with one warning) if it cannot be."""
     try:
         lib = ctypes.CDLL(str(build()))
-    except (KernelUnavailable, OSError) as err:
+        fn = lib.darnn_relax_f32
+    except (KernelUnavailable, OSError, AttributeError) as err:  # AttributeError: no symbol
         warnings.warn(f"darnn: the fused CPU kernel is unavailable, using the torch path: {err}",
                       FusedKernelWarning, stacklevel=2)  # fmt: skip
         return None
-    fn = lib.darnn_relax_f32
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.POINTER(_Chain), ctypes.c_int32, ctypes.c_int64, ctypes.c_int32,
                    ctypes.c_int32, ctypes.c_int32, *[ctypes.c_void_p] * 4,
