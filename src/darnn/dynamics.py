@@ -11,7 +11,9 @@ place, given the states, the external fields and the total fields at the states.
 driver, `relax`, does the rest for all of them: the start, the fixed-point check before
 every sweep, the sweep counts, the trace, dropping settled samples from the working set
 and running a large CPU batch chunk by chunk (`chunk_size` decides). The field itself is
-computed in one place, `Recurrent.layer_total_field_`.
+computed in one place, `Recurrent.layer_total_field_`. On the CPU a whole phase can run in
+one call of the fused kernel instead (`darnn.fused`, ``relax(..., kernel=...)``), which
+follows this driver's rules (start, checks, counts, chunks, compaction) sample for sample.
 """
 
 from __future__ import annotations

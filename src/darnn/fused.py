@@ -106,8 +106,8 @@ def build(compiler: str | None = None, folder: Path | None = None) -> Path:
     """
     cc = compiler or os.environ.get("CC") or "cc"
     source = SOURCE.read_bytes()
-    flags = " ".join((*FLAGS, OPENMP)).encode()
-    key = hashlib.sha256(b"\0".join([source, flags, cc.encode(), _cpu_flags().encode()]))
+    options = " ".join((*FLAGS, OPENMP)).encode()
+    key = hashlib.sha256(b"\0".join([source, options, cc.encode(), _cpu_flags().encode()]))
     lib_name = f"fused-{key.hexdigest()[:16]}.so"
     folder = folder or cache_dir()
     lib = folder / lib_name
