@@ -46,8 +46,8 @@ from torch import Tensor
 from darnn.config import KERNELS, LearningConfig
 from darnn.couplings import Coupling, SparseCoupling
 from darnn.data import DataError, load_dataset
-from darnn.dynamics import chunk_size, spin_sign
-from darnn.learning import StepStats, dynamics_kernel, evaluate, learning_step, three_phases
+from darnn.dynamics import spin_sign
+from darnn.learning import StepStats, dynamics_kernels, evaluate, learning_step, three_phases
 from darnn.network import Network
 from darnn.runconfig import DataConfig, RunConfig, load_run_config
 from darnn.threads import available_cores, choose_threads, product_work, using_threads
@@ -401,13 +401,11 @@ def run_config(name: str, kernel: str, args: argparse.Namespace, device: torch.d
     J_bytes = mem["couplings"]["J"]["bytes"]  # type: ignore[index]
     win_bytes = mem["couplings"]["w_in"]["bytes"]  # type: ignore[index]
     bytes_step = (products_run + 2) * J_bytes + 3 * win_bytes
-    eval_chunk = chunk_size(net.recurrent, lc.schedule, device) or eval_batch
     return {
         "config": name,
         "kernel": kernel,
         # What that setting ran (darnn.fused): "fused" or "torch", for training and evaluation.
-        "kernel_used": {"train": dynamics_kernel(net, lc, BATCH),
-                        "eval": dynamics_kernel(net, lc, min(eval_batch, eval_chunk))},
+        "kernel_used": dynamics_kernels(net, lc, BATCH, eval_batch),
         "device": str(device),
         "cuda_graphs": graphs,
         "inputs": source,

@@ -21,7 +21,7 @@ import torch
 from darnn import fused
 from darnn.config import LearningConfig, NetworkConfig
 from darnn.dynamics import relax
-from darnn.learning import dynamics_kernel, evaluate, learning_step
+from darnn.learning import dynamics_kernels, evaluate, learning_step
 from darnn.network import Network
 
 pytestmark = pytest.mark.skipif(
@@ -158,9 +158,11 @@ def test_kernel_fused_where_it_cannot_run_warns_once_and_runs_the_torch_path() -
 
 def test_dynamics_kernel_names_the_choice() -> None:
     net = network("csr-1")
-    assert dynamics_kernel(net, LearningConfig(), 16) == "fused"
-    assert dynamics_kernel(net, LearningConfig(kernel="torch"), 16) == "torch"
-    assert dynamics_kernel(net, LearningConfig(schedule="asynchronous"), 16) == "torch"
+    assert dynamics_kernels(net, LearningConfig(), 16, 4096) == {"train": "fused", "eval": "fused"}
+    assert dynamics_kernels(net, LearningConfig(kernel="torch"), 16, 16)["train"] == "torch"
+    assert (
+        dynamics_kernels(net, LearningConfig(schedule="asynchronous"), 16, 16)["train"] == "torch"
+    )
 
 
 def test_an_unknown_kernel_is_refused() -> None:
@@ -194,7 +196,7 @@ def test_without_a_compiler_the_torch_path_runs_after_one_warning(
         with pytest.warns(RuntimeWarning, match="fused CPU kernel is unavailable, using the torch"):
             got = relax(net.recurrent, drives, max_sweeps=5, kernel="fused")
         assert_same_relaxation(relax(net.recurrent, drives, max_sweeps=5, kernel="torch"), got)
-        assert dynamics_kernel(net, LearningConfig(), 16) == "torch"
+        assert dynamics_kernels(net, LearningConfig(), 16, 16)["train"] == "torch"
     finally:
         fused.library.cache_clear()
 
@@ -237,3 +239,16 @@ def test_a_damaged_library_in_the_cache_is_one_warning(
             assert fused.library() is None
     finally:
         fused.library.cache_clear()
+
+
+def test_arguments_the_kernel_refuses_are_a_clear_error() -> None:
+    net = network("csr-1")
+    ext = [d.T.contiguous().T for d in net.input_drives(inputs(37)[0])]
+    s, h, h_int = ([torch.zeros_like(e) for e in ext] for _ in range(3))
+    sweeps = torch.zeros(37, dtype=torch.int64)
+    chain = fused.chain_of(net.recurrent)
+    with pytest.raises(ValueError, match=r"refused its arguments .* run with kernel='torch'"):
+        fused.relax_in_place(
+            chain, 0.5, ext, s, h, h_int, sweeps, max_sweeps=2, sequential=False,
+            unchecked=True, given_internal=False, compaction=(7, 0.5, 1, 32),
+        )  # fmt: skip

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from . import fused
 from .asynchronous import AsynchronousSweep
+from .checks import check_choice
 from .config import KERNELS, SCHEDULES
 from .couplings import SparseCoupling, batch_minor
 from .network import Recurrent
@@ -155,6 +156,11 @@ def _sparse(net: Recurrent) -> bool:
     return all(isinstance(j, SparseCoupling) for j in net.J)
 
 
+def _compaction(net: Recurrent) -> tuple[float, int]:
+    """(active fraction below which settled samples are dropped, alignment of the rest)."""
+    return (_COMPACT_SPARSE, 1) if _sparse(net) else (_COMPACT_DENSE, _DENSE_ALIGN)
+
+
 def chunk_size(
     net: Recurrent, schedule: str = "synchronous", device: torch.device | str = "cpu"
 ) -> int | None:
@@ -228,8 +234,7 @@ def relax(
     _check_schedule(schedule)
     if max_sweeps < 0:
         raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel={kernel!r} is not valid; accepted values: {', '.join(KERNELS)}")
+    check_choice("kernel", kernel, KERNELS)
     _check_shapes(net, external, states, internal)
     ref = external[0]
     chain = fused.choose(net, kernel, schedule, ref.device, ref.dtype, ref.shape[0], trace)
@@ -272,10 +277,7 @@ def _in_chunks(
 
 
 def _check_schedule(schedule: str) -> None:
-    if schedule not in SCHEDULES:
-        raise ValueError(
-            f"schedule={schedule!r} is not valid; accepted values: {', '.join(SCHEDULES)}"
-        )
+    check_choice("schedule", schedule, SCHEDULES)
 
 
 def _check_shapes(
@@ -368,7 +370,7 @@ def _relax_fused(
     """
     full_ext = [batch_minor(e) for e in ext]
     batch = full_ext[0].shape[0]
-    below, align = (_COMPACT_SPARSE, 1) if _sparse(net) else (_COMPACT_DENSE, _DENSE_ALIGN)
+    below, align = _compaction(net)
     chunk = chunk_size(net, schedule, full_ext[0].device) or batch
     s, h, given = _starting_fields(net, full_ext, states, internal)
     unchecked = states is None and internal is None and max_sweeps > 0
@@ -431,9 +433,7 @@ class _WorkingSet:
         self.sweeps = start(batch, dtype=torch.int64, device=dev)
         self.idx: Tensor | None = None  # original rows of the working set, once compacted
         self.done: list[Tensor] | None = None  # full-size results, once compacted
-        self.compact_below, self.align = (
-            (_COMPACT_SPARSE, 1) if _sparse(net) else (_COMPACT_DENSE, _DENSE_ALIGN)
-        )
+        self.compact_below, self.align = _compaction(net)
         self.sync = not _capturing(dev)
         self.may_compact = self.sync and not trace
 

@@ -281,15 +281,15 @@ static int plan_chunks(const chain_t *ch, int64_t B, int32_t max_sweeps, int32_t
  * (out, B). unchecked: the start is s = 0, where every unit is unstable, so the first sweep
  * runs without a check (the caller counted it). chunk, compact_below, align, compact_min:
  * the torch path's chunking and compaction (see plan_chunks; chunk a multiple of LANES or
- * >= B). Returns 0, or -1 if memory ran out or the chain has no module or more than
- * MAX_LAYERS. */
+ * >= B). Returns 0; -1 if memory ran out; -2 for an invalid chain (no module, more than
+ * MAX_LAYERS) or chunking. */
 int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t max_sweeps,
                     int32_t unchecked, int32_t given_internal, float *const *ext, float **s,
                     float **h, float **h_int, int64_t *sweeps, uint8_t *converged,
                     int32_t threads, int64_t chunk, float compact_below, int32_t align,
                     int32_t compact_min) {
-    if (ch->n_layers < 1 || ch->n_layers > MAX_LAYERS || chunk < 1 || align < 1) return -1;
-    if (chunk < B && chunk % LANES != 0) return -1;
+    if (ch->n_layers < 1 || ch->n_layers > MAX_LAYERS || chunk < 1 || align < 1) return -2;
+    if (chunk < B && chunk % LANES != 0) return -2;
     const int64_t blocks = (B + LANES - 1) / LANES;
     uint8_t *frozen = malloc((size_t)B + (size_t)(B / chunk + 1));
     if (frozen == NULL) return -1;

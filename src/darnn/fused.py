@@ -336,6 +336,9 @@ def relax_in_place(
         int(given_internal), _pointers(ext), _pointers(s), _pointers(h), _pointers(h_int),
         sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip
+    if status == -2:
+        raise ValueError(f"the fused kernel refused its arguments (chain of {len(ext)} "
+                         f"modules, chunking {compaction}); run with kernel='torch'")  # fmt: skip
     if status != 0:
         raise MemoryError("the fused kernel could not allocate its working buffers")
     return converged.bool()

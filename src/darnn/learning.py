@@ -312,12 +312,25 @@ def predict_scores(
     return net.readout(out.states[-1]), out
 
 
-def dynamics_kernel(net: Network, cfg: LearningConfig, batch: int) -> str:
-    """Which kernel relaxes batches of ``batch`` samples: "fused" or "torch" (darnn.fused)."""
+def dynamics_kernels(
+    net: Network, cfg: LearningConfig, batch: int, eval_batch: int
+) -> dict[str, str]:
+    """Which kernel ("fused" or "torch", darnn.fused) relaxes training and evaluation batches.
+
+    Returns ``{"train": ..., "eval": ...}`` for training batches of ``batch`` samples and
+    `evaluate`'s batches of ``eval_batch`` (relaxed chunk by chunk where `chunk_size` says).
+    """
+    rec = net.recurrent
+    chunk = chunk_size(rec, cfg.schedule, net.device) or eval_batch
+    sizes = {"train": batch, "eval": min(eval_batch, chunk)}
     if net.config.readout == "neurons":  # the protocol's own dynamics (darnn.protocol)
-        return "torch"
-    chain = fused.choose(net.recurrent, cfg.kernel, cfg.schedule, net.device, net.dtype, batch)
-    return "torch" if chain is None else "fused"
+        return dict.fromkeys(sizes, "torch")
+    return {
+        phase: "torch"
+        if fused.choose(rec, cfg.kernel, cfg.schedule, net.device, net.dtype, size) is None
+        else "fused"
+        for phase, size in sizes.items()
+    }
 
 
 @torch.no_grad()

@@ -27,11 +27,10 @@ from .config import to_dict
 from .data import load_data
 from .devices import DTYPES, resolve_device
 from .diagnostics import coupling_symmetry, field_components, field_summary
-from .dynamics import chunk_size
 from .epoch import EpochCounters, fit_epoch, threads_for
 from .errors import ConfigError, RunError
 from .files import write_jsonl
-from .learning import dynamics_kernel, learning_step
+from .learning import dynamics_kernels, learning_step
 from .modelfiles import save_model
 from .network import Network
 from .plots import plot_field_histograms, plot_learning_curves
@@ -334,11 +333,7 @@ def epoch_record(run: Run, splits: dict[str, Batch], counters: EpochCounters) ->
         }
         parts, probe_states = field_components(net, *run.probe, learning)
     dynamics = results.get("val", results["test"])
-    # `evaluate` relaxes a batch in chunks where `chunk_size` says so.
-    eval_batch = min(
-        train_cfg.eval_batch_size,
-        chunk_size(net.recurrent, learning.schedule, net.device) or train_cfg.eval_batch_size,
-    )
+    kernels = dynamics_kernels(net, learning, train_cfg.batch_size, train_cfg.eval_batch_size)
     return {
         "epoch": run.position.epoch + 1,
         "train_acc": counters.fraction("correct"),
@@ -353,8 +348,8 @@ def epoch_record(run: Run, splits: dict[str, Batch], counters: EpochCounters) ->
         "fields": field_summary(parts, probe_states),
         "train_time": counters.train_time,
         "samples_per_s": counters.seen / max(counters.train_time, 1e-9),
-        "kernel": dynamics_kernel(net, learning, train_cfg.batch_size),
-        "eval_kernel": dynamics_kernel(net, learning, eval_batch),
+        "kernel": kernels["train"],
+        "eval_kernel": kernels["eval"],
         "wall_time": run.wall_time(),
     }
 
