@@ -106,3 +106,13 @@ def test_numpy_numbers_are_accepted_as_plain_python() -> None:
         NetworkConfig(hidden=(np.float64(16),))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="hidden"):
         NetworkConfig(hidden=(2**31,))
+
+
+def test_keywords_for_passes_matching_names_and_given_values() -> None:
+    from darnn.config import keywords_for
+
+    def target(a: int, b: int = 0, *, c: int = 0) -> None:
+        del a, b, c
+
+    assert keywords_for(target, {"a": 1, "c": 3, "other": 9}) == {"a": 1, "c": 3}
+    assert keywords_for(target, {"a": 1, "b": 2}, b=5) == {"a": 1, "b": 5}  # given wins

@@ -95,6 +95,8 @@ def test_one_default_story() -> None:
     """
     from darnn.config import LearningConfig, NetworkConfig
     from darnn.estimator import LEARNING_PARAMS, NETWORK_PARAMS
+
+    TRAIN_PARAMS = {"n_epochs", "batch_size", "random_state", "device", "n_threads", "dtype"}
     from darnn.runconfig import DEFAULT_RECIPE, RunConfig, load_run_config
 
     configs = Path(__file__).resolve().parents[1] / "configs"
@@ -108,6 +110,7 @@ def test_one_default_story() -> None:
     assert set(NETWORK_PARAMS) == {f.name for f in dataclasses.fields(NetworkConfig)}
     assert set(LEARNING_PARAMS) == {f.name for f in dataclasses.fields(LearningConfig)}
     params = clf.get_params()
+    assert set(params) == {*NETWORK_PARAMS, *LEARNING_PARAMS, *TRAIN_PARAMS}
     for name in NETWORK_PARAMS + LEARNING_PARAMS:
         section = DEFAULT_RECIPE.network if name in NETWORK_PARAMS else DEFAULT_RECIPE.learning
         assert params[name] == getattr(section, name), name

@@ -94,3 +94,21 @@ def test_configuration_is_on_the_ground_floor() -> None:
     assert not above, above
     assert darnn_imports(SRC / "checks.py") == set()  # the very bottom
     assert darnn_imports(SRC / "config.py") == {"checks"}
+
+
+def test_no_repeated_code() -> None:
+    """The `duplicates` tool (where installed) finds no pair of repeated places."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("duplicates")
+    if tool is None:
+        pytest.skip("the duplicates tool is not installed here")
+    out = subprocess.run(
+        [tool, "--repo", str(SRC), "--most", "20", "--seconds", "120"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert out.startswith("no duplicates"), out

@@ -184,6 +184,41 @@ def test_defaults_come_from_the_experiment(
     }
 
 
+def test_option_help_is_the_experiment_docstring(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every option's help is its parameter's line in the experiment's Args section."""
+
+    def experiment(alpha: int = 1, beta_values: tuple[float, ...] = (0.5,)) -> None:
+        """Summary.
+
+        Args:
+            alpha: the first
+                continued here.
+            beta_values: comma-separated betas.
+
+        Returns:
+            Nothing.
+        """
+        del alpha, beta_values
+
+    assert theory_cli.argument_help(experiment) == {
+        "alpha": "the first continued here.",
+        "beta_values": "comma-separated betas.",
+    }
+    for name, experiment in (
+        ("count", counting.count_experiment),
+        ("access", access.access_experiment),
+        ("geometry", geometry.geometry_experiment),
+    ):
+        helps = theory_cli.argument_help(experiment)
+        assert set(inspect.signature(experiment).parameters) == set(helps), name
+        with pytest.raises(SystemExit):
+            _parser().parse_args([name, "-h"])
+        shown = " ".join(capsys.readouterr().out.split())
+        for param, text in helps.items():
+            if param not in ("log", "memory_budget"):  # --memory-gib has its own help
+                assert text.rstrip(".") in shown, (name, param)
+
+
 def test_science_imports_without_matplotlib_or_argparse() -> None:
     code = (
         "import sys, darnn.theory, darnn.theory.plots; "

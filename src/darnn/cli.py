@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cliargs import add_run_options
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -77,9 +78,8 @@ def add_train(commands: Any) -> None:
     p = commands.add_parser(
         "train",
         help="train a network and print its test accuracy",
-        description="Train the default recipe (Fashion-MNIST), or --config FILE, with "
-        "section.key=value overrides, e.g. network.hidden=[800,800] "
-        "learning.lr_j=0.01 train.epochs=3 data.name=digits.",
+        description="Train the default recipe (Fashion-MNIST), or --config FILE, with overrides "
+        "section.key=value, e.g. network.hidden=[800,800] learning.lr_j=0.01 train.epochs=3.",
     )
     p.add_argument(
         "overrides",
@@ -100,16 +100,14 @@ def add_train(commands: Any) -> None:
         help="new run directory (default: runs/TIME-DATASET); must be absent or empty",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (= train.device)")
     p.add_argument("--seed", type=int, help="= train.seed")
-    p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.add_argument(
-        "--tensorboard",
-        action="store_true",
-        default=None,
-        help="also write TensorBoard events to RUN_DIR/tensorboard (= train.tensorboard=true; "
-        "needs the tensorboard extra)",
+    add_run_options(
+        p,
+        device="cpu, cuda or cuda:N (= train.device)",
+        tensorboard="also write TensorBoard events to RUN_DIR/tensorboard "
+        "(= train.tensorboard=true; needs the tensorboard extra)",
+        unset=None,
     )
     p.set_defaults(func=cmd_train)
 

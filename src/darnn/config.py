@@ -9,10 +9,12 @@ names the field and the accepted values.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 import operator
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -221,19 +223,20 @@ class LearningConfig:
     free_sweeps: int = 5
     eval_sweeps: int = 5
     margin_convention: str = "total"
+    # Margin, rate and decay of each learned matrix: W_in, J, inter-module, readout.
     kappa_in: float = 1.78
-    kappa_j: float = 1.78
-    kappa_inter: float = 1.78
-    kappa_out: float = 7.0
     lr_in: float = 0.159
-    lr_j: float = 0.058
-    lr_inter: float = 0.0
-    lr_out: float = 0.17
     decay_in: float = 0.0
+    kappa_j: float = 1.78
+    lr_j: float = 0.058
     decay_j: float = 0.0
+    kappa_inter: float = 1.78
+    lr_inter: float = 0.0
     decay_inter: float = 0.0
-    decay_out: float = 0.0
     learn_inter: bool = False  # inter-module forward couplings are fixed unless asked
+    kappa_out: float = 7.0
+    lr_out: float = 0.17
+    decay_out: float = 0.0
     # State the readout rule learns from (docs/model.md#readout-state): "free" = s* after the
     # free phase;
     # "eval" = the label-free relaxation of the same batch, i.e. what prediction reads.
@@ -420,6 +423,17 @@ def to_dict(config: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
+def keywords_for(
+    function: Callable[..., Any], values: Mapping[str, Any], **given: Any
+) -> dict[str, Any]:
+    """The ``values`` named like parameters of ``function``, then ``given`` (which win).
+
+    A config's fields or a command's options, passed through under their own names.
+    """
+    names = inspect.signature(function).parameters
+    return {**{k: v for k, v in values.items() if k in names}, **given}
+
+
 __all__ = [
     "EVAL_BATCH_SIZE",
     "INTER_KINDS",
@@ -437,5 +451,6 @@ __all__ = [
     "NetworkConfig",
     "check_compatible",
     "from_dict",
+    "keywords_for",
     "to_dict",
 ]

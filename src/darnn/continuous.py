@@ -40,14 +40,16 @@ def is_continuous(net: Recurrent) -> bool:
 def relax_continuous(
     net: Recurrent,
     external: Sequence[Tensor],
-    states: Sequence[Tensor] | None = None,
+    states: Sequence[Tensor] | None,
+    internal: Sequence[Tensor] | None,
     *,
     max_sweeps: int,
-    schedule: str = "synchronous",
-    internal: Sequence[Tensor] | None = None,
-    trace: bool = False,
+    schedule: str,
+    trace: bool,
 ) -> Relaxation:
     """`darnn.dynamics.relax` for tanh units: exactly `max_sweeps` sweeps of s <- tanh(h).
+
+    Reached through `relax`, which holds the defaults and checks the shapes.
 
     "synchronous": every module from the old state; "sequential": modules bottom to top,
     each from the state the modules below have just reached (darnax's orchestrator). The
@@ -58,8 +60,6 @@ def relax_continuous(
             f"schedule={schedule!r} cannot run tanh units (network.activation=tanh); use "
             "synchronous or sequential"
         )
-    if max_sweeps < 0:
-        raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")
     ext = [batch_minor(e) for e in external]
     s, h = _start(net, ext, states, internal)
     history: list[list[Tensor]] | None = [] if trace else None

@@ -39,7 +39,6 @@ from torch import Tensor
 
 from .config import LearningConfig
 from .continuous import j_post
-from .couplings import batch_minor
 from .dynamics import relax
 from .learning import StepStats, at_most
 from .network import Network
@@ -106,18 +105,6 @@ def relax_phases(
     return Phases(
         free.states, free.fields, clamped.states, clamped_fields, free.converged, free.sweeps
     )
-
-
-def contrastive_step(
-    net: Network,
-    x: Tensor,
-    y: Tensor,
-    cfg: LearningConfig,
-    generator: torch.Generator | None = None,
-) -> StepStats:
-    """One training batch of a contrastive rule: both phases, then the update (in place)."""
-    x = batch_minor(x)
-    return learn(net, x, y, relax_phases(net, x, y, cfg, generator), cfg)
 
 
 def learn(net: Network, x: Tensor, y: Tensor, phases: Phases, cfg: LearningConfig) -> StepStats:
@@ -202,4 +189,4 @@ def learn(net: Network, x: Tensor, y: Tensor, phases: Phases, cfg: LearningConfi
     )
 
 
-__all__ = ["Phases", "contrastive_step", "learn", "relax_phases"]
+__all__ = ["Phases", "learn", "relax_phases"]

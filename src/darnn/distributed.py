@@ -147,7 +147,7 @@ def learning_step(
     x: Tensor,
     y: Tensor,
     cfg: LearningConfig,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None,
 ) -> StepStats:
     """`darnn.learning.learning_step` on a global batch, this rank relaxing its slice."""
     batch, world = x.shape[0], ranks.world
@@ -156,8 +156,11 @@ def learning_step(
     # relaxed and then dropped.
     rows = torch.arange(ranks.rank * share, (ranks.rank + 1) * share, device=x.device)
     rows = rows.clamp_(max=batch - 1)
-    if net.config.readout == "neurons":
-        return _protocol_step(ranks, net, x, y, cfg, generator, rows)
+    if net.config.readout == "neurons":  # update masks drawn for the whole batch, as one process
+        mine = protocol.relax_training(
+            net, x[rows], y[rows], cfg, generator, rows=rows, global_batch=batch
+        )
+        return protocol_stats(net, x, y, _gathered_protocol(ranks, mine, batch), cfg)
     if cfg.rule != "dynamical":  # both phases' states and free fields, gathered
         from . import contrastive
 
@@ -188,36 +191,21 @@ def _gather_rows(ranks: Ranks, parts: list[Tensor], batch: int) -> list[Tensor]:
     return list(full.split([p.shape[1] for p in parts], dim=1))
 
 
-def _protocol_step(
-    ranks: Ranks,
-    net: Network,
-    x: Tensor,
-    y: Tensor,
-    cfg: LearningConfig,
-    generator: torch.Generator | None,
-    rows: Tensor,
-) -> StepStats:
-    """The authors' protocol, data-parallel.
-
-    This rank relaxes its rows (update masks drawn for the whole batch, as one process draws
-    them), then every rank learns on all.
-    """
-    batch = x.shape[0]
-    relaxed = protocol.relax_training(
-        net, x[rows], y[rows], cfg, generator, rows=rows, global_batch=batch
-    )
-    states = [relaxed.final] + ([relaxed.first] if relaxed.first is not None else [])
+def _gathered_protocol(
+    ranks: Ranks, mine: protocol.ProtocolRelaxation, batch: int
+) -> protocol.ProtocolRelaxation:
+    """Every rank's rows of the authors' relaxation, gathered: the whole batch's."""
+    states = [mine.final] + ([mine.first] if mine.first is not None else [])
     parts = [t for st in states for t in (*st.modules, st.readout)]
-    parts.append(relaxed.stable.to(x.dtype).unsqueeze(1))
+    parts.append(mine.stable.to(mine.final.readout.dtype).unsqueeze(1))
     gathered = _gather_rows(ranks, parts, batch)
-    n = len(net.sizes) + 1
+    n = len(mine.final.modules) + 1
     final = protocol.State(gathered[: n - 1], gathered[n - 1])
     first = (
         protocol.State(gathered[n : 2 * n - 1], gathered[2 * n - 1]) if len(states) > 1 else None
     )
     stable = gathered[-1].squeeze(1).bool()
-    full = protocol.ProtocolRelaxation(final, first, relaxed.sweeps, stable)
-    return protocol_stats(net, x, y, full, cfg)
+    return protocol.ProtocolRelaxation(final, first, mine.sweeps, stable)
 
 
 def evaluate_sharded(

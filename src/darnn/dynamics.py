@@ -224,35 +224,50 @@ def relax(
         ValueError: An unknown schedule or kernel, a negative ``max_sweeps``, or tensors
             whose number, shapes or batch sizes do not match ``net``.
     """
-    if getattr(net, "activation", "sign") == "tanh":
-        from .continuous import relax_continuous
-
-        return relax_continuous(
-            net, external, states, max_sweeps=max_sweeps, schedule=schedule,
-            internal=internal, trace=trace,
-        )  # fmt: skip
     _check_schedule(schedule)
     if max_sweeps < 0:
         raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")
     check_choice("kernel", kernel, KERNELS)
     _check_shapes(net, external, states, internal)
+    if getattr(net, "activation", "sign") == "tanh":
+        from .continuous import relax_continuous
+
+        return relax_continuous(
+            net, external, states, internal, max_sweeps=max_sweeps, schedule=schedule, trace=trace
+        )
     ref = external[0]
     chain = fused.choose(net, kernel, schedule, ref.device, ref.dtype, ref.shape[0], trace)
+    start = _Start(external, states, internal)
     if chain is not None:
-        return _relax_fused(net, chain, external, states, internal, max_sweeps, schedule)
+        return _relax_fused(net, chain, start, max_sweeps, schedule)
     sweep = make_sweep(net, schedule, generator)
     chunk = None if trace else chunk_size(net, schedule, ref.device)
     if chunk is None or ref.shape[0] <= chunk:
-        return _relax_batch(net, sweep, external, states, internal, max_sweeps, trace)
+        return _relax_batch(net, sweep, start, max_sweeps, trace)
 
     def part(rows: slice) -> Relaxation:
+        return _relax_batch(net, sweep, start.rows(rows), max_sweeps, False)
+
+    return _in_chunks(part, ref, net.sizes, chunk)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """A relaxation's start as given: external fields, states (None: zero), internal fields."""
+
+    external: Sequence[Tensor]
+    states: Sequence[Tensor] | None
+    internal: Sequence[Tensor] | None
+
+    def rows(self, rows: slice) -> _Start:
         def cut(ts: Sequence[Tensor] | None) -> list[Tensor] | None:
             return None if ts is None else [t[rows] for t in ts]
 
-        ext = [e[rows] for e in external]
-        return _relax_batch(net, sweep, ext, cut(states), cut(internal), max_sweeps, False)
+        return _Start([e[rows] for e in self.external], cut(self.states), cut(self.internal))
 
-    return _in_chunks(part, ref, net.sizes, chunk)
+    def from_zero(self, max_sweeps: int) -> bool:
+        """From s = 0 every unit is unstable (s_i h_i = 0): the first sweep needs no check."""
+        return self.states is None and self.internal is None and max_sweeps > 0
 
 
 def _in_chunks(
@@ -307,13 +322,7 @@ def _copy_bm(t: Tensor) -> Tensor:
 
 
 def _relax_batch(
-    net: Recurrent,
-    sweep: Sweep,
-    ext: Sequence[Tensor],
-    states: Sequence[Tensor] | None,
-    internal: Sequence[Tensor] | None,
-    max_sweeps: int,
-    trace: bool,
+    net: Recurrent, sweep: Sweep, start: _Start, max_sweeps: int, trace: bool
 ) -> Relaxation:
     """Sweeps of one batch held in the batch-minor layout (see couplings.py).
 
@@ -323,10 +332,9 @@ def _relax_batch(
     synchronous sweep allocates nothing: it updates s and the total field h in place; the
     internal field is recovered once, at the end, as h - external.
     """
-    full_ext = [batch_minor(e) for e in ext]
-    s, h, h_int = _starting_fields(net, full_ext, states, internal)
-    # From s = 0 every unit is unstable (s_i h_i = 0): the first sweep needs no check.
-    unchecked = states is None and internal is None and max_sweeps > 0
+    full_ext = [batch_minor(e) for e in start.external]
+    s, h, h_int = _starting_fields(net, full_ext, start)
+    unchecked = start.from_zero(max_sweeps)
     work = _WorkingSet(net, s, h, full_ext, first_sweep_counted=unchecked, trace=trace)
     history: list[list[Tensor]] | None = [] if trace else None
     settled = False
@@ -354,13 +362,7 @@ def _relax_batch(
 
 
 def _relax_fused(
-    net: Recurrent,
-    chain: fused.Chain,
-    ext: Sequence[Tensor],
-    states: Sequence[Tensor] | None,
-    internal: Sequence[Tensor] | None,
-    max_sweeps: int,
-    schedule: str,
+    net: Recurrent, chain: fused.Chain, start: _Start, max_sweeps: int, schedule: str
 ) -> Relaxation:
     """`relax`'s torch path in one call of the fused kernel.
 
@@ -368,12 +370,12 @@ def _relax_fused(
     the chunks and the compaction of `_WorkingSet`, so a field is computed afresh (rather
     than kept as given) for exactly the samples the torch path sweeps.
     """
-    full_ext = [batch_minor(e) for e in ext]
+    full_ext = [batch_minor(e) for e in start.external]
     batch = full_ext[0].shape[0]
     below, align = _compaction(net)
     chunk = chunk_size(net, schedule, full_ext[0].device) or batch
-    s, h, given = _starting_fields(net, full_ext, states, internal)
-    unchecked = states is None and internal is None and max_sweeps > 0
+    s, h, given = _starting_fields(net, full_ext, start)
+    unchecked = start.from_zero(max_sweeps)
     h_int = (
         [torch.empty_like(e) for e in full_ext] if given is None else [_copy_bm(t) for t in given]
     )
@@ -387,15 +389,13 @@ def _relax_fused(
 
 
 def _starting_fields(
-    net: Recurrent,
-    ext: list[Tensor],
-    states: Sequence[Tensor] | None,
-    internal: Sequence[Tensor] | None,
+    net: Recurrent, ext: list[Tensor], start: _Start
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
     """The (states, total fields, given internal fields or None) the sweeps start from.
 
-    Batch-minor copies that the sweeps may overwrite.
+    Batch-minor copies that the sweeps may overwrite; ``ext`` is the batch-minor external.
     """
+    states, internal = start.states, start.internal
     s = [torch.zeros_like(e) for e in ext] if states is None else [_copy_bm(t) for t in states]
     if internal is not None:
         return s, [batch_minor(torch.add(e, i)) for e, i in zip(ext, internal)], list(internal)

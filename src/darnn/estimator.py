@@ -10,6 +10,7 @@ and `partial_fit` use them, so ``set_params`` after fitting changes nothing unti
 
 from __future__ import annotations
 
+import dataclasses
 from numbers import Integral
 
 import numpy as np
@@ -28,64 +29,10 @@ from .network import Network
 from .runconfig import DEFAULT_RECIPE, TrainConfig
 from .threads import using_threads
 
-# The hyperparameters that are config fields; a new config field is added here and to
-# __init__. Their values are validated by the configs themselves (one validator).
-NETWORK_PARAMS = (
-    "hidden",
-    "j_d",
-    "j_strength",
-    "j_density",
-    "w_in_strength",
-    "w_in_density",
-    "input_to_all",
-    "inter",
-    "lambda_forward",
-    "lambda_backward",
-    "inter_fan_in",
-    "w_out_strength",
-    "w_back_strength",
-    "label_encoding",
-    "sparse_format",
-    "readout",
-    "label_strength",
-    "w_in_strengths",
-    "w_back_skip",
-    "w_forth_skip",
-    "symmetric_w_back",
-    "activation",
-)
-LEARNING_PARAMS = (
-    "schedule",
-    "warmup_sweeps",
-    "clamped_sweeps",
-    "free_sweeps",
-    "eval_sweeps",
-    "margin_convention",
-    "kappa_in",
-    "kappa_j",
-    "kappa_inter",
-    "kappa_out",
-    "lr_in",
-    "lr_j",
-    "lr_inter",
-    "lr_out",
-    "decay_in",
-    "decay_j",
-    "decay_inter",
-    "decay_out",
-    "learn_inter",
-    "readout_state",
-    "p_update",
-    "double_dynamics",
-    "double_update",
-    "inference_backward",
-    "lr_out_skip",
-    "decay_out_skip",
-    "rule",
-    "tanh_rule",
-    "tanh_tolerance",
-    "kernel",
-)
+# The hyperparameters that are config fields (every field is one; a new field is added to
+# __init__ too). Their values are validated by the configs themselves (one validator).
+NETWORK_PARAMS = tuple(f.name for f in dataclasses.fields(NetworkConfig))
+LEARNING_PARAMS = tuple(f.name for f in dataclasses.fields(LearningConfig))
 _NETWORK, _LEARNING, _TRAIN = DEFAULT_RECIPE.network, DEFAULT_RECIPE.learning, DEFAULT_RECIPE.train
 
 
@@ -123,6 +70,9 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         hidden: tuple[int, ...] = _NETWORK.hidden,
+        w_in_strengths: tuple[float, ...] = _NETWORK.w_in_strengths,
+        w_back_skip: tuple[float, ...] = _NETWORK.w_back_skip,
+        w_forth_skip: tuple[float, ...] = _NETWORK.w_forth_skip,
         j_d: float = _NETWORK.j_d,
         j_strength: float = _NETWORK.j_strength,
         j_density: float = _NETWORK.j_density,
@@ -139,9 +89,6 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         sparse_format: str = _NETWORK.sparse_format,
         readout: str = _NETWORK.readout,
         label_strength: float = _NETWORK.label_strength,
-        w_in_strengths: tuple[float, ...] = _NETWORK.w_in_strengths,
-        w_back_skip: tuple[float, ...] = _NETWORK.w_back_skip,
-        w_forth_skip: tuple[float, ...] = _NETWORK.w_forth_skip,
         symmetric_w_back: bool = _NETWORK.symmetric_w_back,
         activation: str = _NETWORK.activation,
         schedule: str = _LEARNING.schedule,
@@ -151,18 +98,18 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         eval_sweeps: int = _LEARNING.eval_sweeps,
         margin_convention: str = _LEARNING.margin_convention,
         kappa_in: float = _LEARNING.kappa_in,
-        kappa_j: float = _LEARNING.kappa_j,
-        kappa_inter: float = _LEARNING.kappa_inter,
-        kappa_out: float = _LEARNING.kappa_out,
         lr_in: float = _LEARNING.lr_in,
-        lr_j: float = _LEARNING.lr_j,
-        lr_inter: float = _LEARNING.lr_inter,
-        lr_out: float = _LEARNING.lr_out,
         decay_in: float = _LEARNING.decay_in,
+        kappa_j: float = _LEARNING.kappa_j,
+        lr_j: float = _LEARNING.lr_j,
         decay_j: float = _LEARNING.decay_j,
+        kappa_inter: float = _LEARNING.kappa_inter,
+        lr_inter: float = _LEARNING.lr_inter,
         decay_inter: float = _LEARNING.decay_inter,
-        decay_out: float = _LEARNING.decay_out,
         learn_inter: bool = _LEARNING.learn_inter,
+        kappa_out: float = _LEARNING.kappa_out,
+        lr_out: float = _LEARNING.lr_out,
+        decay_out: float = _LEARNING.decay_out,
         readout_state: str = _LEARNING.readout_state,
         p_update: float = _LEARNING.p_update,
         double_dynamics: bool = _LEARNING.double_dynamics,
@@ -210,18 +157,18 @@ class DARNClassifier(ClassifierMixin, BaseEstimator):
         self.eval_sweeps = eval_sweeps
         self.margin_convention = margin_convention
         self.kappa_in = kappa_in
-        self.kappa_j = kappa_j
-        self.kappa_inter = kappa_inter
-        self.kappa_out = kappa_out
         self.lr_in = lr_in
-        self.lr_j = lr_j
-        self.lr_inter = lr_inter
-        self.lr_out = lr_out
         self.decay_in = decay_in
+        self.kappa_j = kappa_j
+        self.lr_j = lr_j
         self.decay_j = decay_j
+        self.kappa_inter = kappa_inter
+        self.lr_inter = lr_inter
         self.decay_inter = decay_inter
-        self.decay_out = decay_out
         self.learn_inter = learn_inter
+        self.kappa_out = kappa_out
+        self.lr_out = lr_out
+        self.decay_out = decay_out
         self.readout_state = readout_state
         self.p_update = p_update
         self.double_dynamics = double_dynamics

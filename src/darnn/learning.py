@@ -185,29 +185,20 @@ def learning_step(
     Returns:
         The batch's `StepStats` (tensors: reading them syncs the device).
     """
-    if net.config.readout == "neurons":
-        return protocol_step(net, x, y, cfg, generator)
-    if cfg.rule != "dynamical":  # free vs clamped relaxations (docs/model.md#contrastive-rules)
-        from .contrastive import contrastive_step
-
-        return contrastive_step(net, x, y, cfg, generator)
+    if net.config.readout == "neurons":  # their dynamics, then their local rule
+        return protocol_stats(net, x, y, protocol.relax_training(net, x, y, cfg, generator), cfg)
     x = batch_minor(x)  # one copy here saves one in the input product and one in its update
+    if cfg.rule != "dynamical":  # free vs clamped relaxations (docs/model.md#contrastive-rules)
+        from . import contrastive
+
+        return contrastive.learn(
+            net, x, y, contrastive.relax_phases(net, x, y, cfg, generator), cfg
+        )
     drives, free = two_phase(net, x, y, cfg, generator)
     readout_in = label_free_state(net, drives, cfg, generator)
     return learn_relaxed(
         net, x, y, free.states, free.fields, free.converged, free.sweeps, cfg, readout_in
     )
-
-
-def protocol_step(
-    net: Network,
-    x: Tensor,
-    y: Tensor,
-    cfg: LearningConfig,
-    generator: torch.Generator | None = None,
-) -> StepStats:
-    """One batch of the authors' protocol: their dynamics, then their local rule."""
-    return protocol_stats(net, x, y, protocol.relax_training(net, x, y, cfg, generator), cfg)
 
 
 def protocol_stats(

@@ -7,26 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cliargs import add_run_options, name_list, positive_int
+from ..config import keywords_for
+
 EXIT_INTERRUPTED = 130
-
-
-def positive_int(text: str) -> int:
-    """Argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
-    return value
-
-
-def name_list(text: str) -> list[str]:
-    """Argparse type: one or more names separated by commas."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("give one or more method names separated by commas")
-    return names
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -77,13 +61,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="total hidden units of every darnn method (a chain splits them in two)",
     )
-    p.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
-    p.add_argument("--device", help="cpu, cuda or cuda:N for every method")
-    p.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="every darnn run writes TensorBoard events into runs/METHOD/seedK/tensorboard "
-        "(train.tensorboard=true; the tensorboard extra)",
+    add_run_options(
+        p,
+        device="cpu, cuda or cuda:N for every method",
+        tensorboard="every darnn run writes TensorBoard events into "
+        "runs/METHOD/seedK/tensorboard (train.tensorboard=true; the tensorboard extra)",
     )
     p.set_defaults(func=cmd_bench)
     return p
@@ -97,17 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .report import TABLE_FILE
     from .runner import run_bench
 
-    plan = load_plan(
-        args.dataset,
-        quick=args.quick,
-        seeds=args.seeds,
-        epochs=args.epochs,
-        limit_train=args.limit_train,
-        hidden=args.hidden,
-        methods=args.methods,
-        data_dir=args.data_dir,
-        device=args.device,
-    )
+    plan = load_plan(**keywords_for(load_plan, vars(args)))
     if args.resume and not args.out:
         raise RunError("--resume needs --out: the bench directory to continue")
     if args.tensorboard:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..config import keywords_for
 from ..errors import ConfigError
 from . import cifar, features
 from .common import DataError, RawData
@@ -228,20 +229,14 @@ def load_data(
     ``name`` and ``data_dir``, when given, replace the config's.
     """
     try:
-        return load_dataset(
-            name or config.name,
-            data_dir=data_dir or config.data_dir,
-            val_size=config.val_size,
-            seed=config.split_seed,
-            transform=config.transform,
-            transform_dim=config.transform_dim,
-            transform_seed=config.transform_seed,
-            limit_train=config.limit_train,
-            download=config.download,
-            per_class=config.per_class,
-            standardize=config.standardize,
-            projection_dim=config.projection_dim,
-            sign=config.sign,
+        return load_dataset(  # the section's fields under their own names, and these
+            **keywords_for(
+                load_dataset,
+                vars(config),
+                name=name or config.name,
+                data_dir=data_dir or config.data_dir,
+                seed=config.split_seed,
+            )
         )
     except DataError:
         raise  # already a complete user-facing message

@@ -7,6 +7,9 @@ import shlex
 import sys
 from typing import Any
 
+from ..cliargs import add_run_options
+from ..config import keywords_for
+
 EXIT_INTERRUPTED, EXIT_WORKER_FAILED = 130, 1
 
 
@@ -32,7 +35,6 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--space",
-        metavar="SPACE",
         help="search space: config keys and their ranges; a SPACE.yaml file or a shipped "
         "name such as digits_quick (darnn recipes lists them)",
     )
@@ -75,12 +77,10 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
         "queued again (default 60)",
     )
     parser.add_argument("--sampler-seed", type=int, metavar="SEED", help="seed of TPE sampling")
-    parser.add_argument("--data-dir", metavar="DIR", help="folder searched first for data files")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N for this machine's trials")
-    parser.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="every trial writes TensorBoard events into its run directory "
+    add_run_options(
+        parser,
+        device="cpu, cuda or cuda:N for this machine's trials",
+        tensorboard="every trial writes TensorBoard events into its run directory "
         "(= --set train.tensorboard=true)",
     )
     parser.set_defaults(func=cmd_sweep)
@@ -128,22 +128,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:  # noqa: D103 - at the 80-line l
     argv = list(getattr(args, "argv", []) or [])
     from .. import shipped  # a shipped name or a path (darnn recipes lists the names)
 
-    spec = prepare_sweep(
-        space_path=str(shipped.find("space", args.space)),
-        trials=args.trials,
-        config_path=None if args.config is None else str(shipped.find("recipe", args.config)),
-        config_overrides=args.overrides,
-        storage=args.storage,
-        study=args.study,
-        out=args.out,
-        metric=args.metric,
-        pruner=args.pruner,
-        startup_trials=args.startup_trials,
-        heartbeat=args.heartbeat,
-        timeout=args.timeout,
-        sampler_seed=args.sampler_seed,
-        settings=settings,
-        command=["darnn", *argv],
+    spec = prepare_sweep(  # --trials, --storage, --metric, ... under their own names
+        **keywords_for(
+            prepare_sweep,
+            vars(args),
+            space_path=str(shipped.find("space", args.space)),
+            config_path=None if args.config is None else str(shipped.find("recipe", args.config)),
+            config_overrides=args.overrides,
+            settings=settings,
+            command=["darnn", *argv],
+        )
     )
     storage_text = shown_url(spec.storage)
     result = run_sweep(

@@ -8,6 +8,7 @@ inter-module lambda, with `darnn.dynamics.relax` and any of its schedules.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -220,6 +221,20 @@ def access_experiment(
 
     J_D with the synchronous and asynchronous schedules. Every cell is validated before
     any runs.
+
+    Args:
+        j_d_values: comma-separated J_D for the single module.
+        lambdas: comma-separated inter-module λ for the chain.
+        sync_sizes: comma-separated N, synchronous schedule.
+        async_sizes: comma-separated N, asynchronous schedule.
+        chain_sizes: comma-separated units per module.
+        chain_schedules: comma-separated chain schedules.
+        n_couplings: random J per size.
+        n_starts: random starts per coupling.
+        max_sweeps: sweeps before a run counts as not converged.
+        seed: seed of couplings and starts.
+        memory_budget: bytes a cell may use.
+        log: called with one progress line per cell.
     """
     plan: list[tuple[str, str, int]] = []
     for sizes, model, schedules in (
@@ -241,20 +256,19 @@ def access_experiment(
         raise ValueError("no sizes given: set at least one of sync, async or chain sizes")
     check_values("j_d_values", j_d_values)
     check_values("lambdas", lambdas)
+    cell = functools.partial(  # what every cell of the plan shares
+        accessibility,
+        n_couplings=n_couplings,
+        n_starts=n_starts,
+        max_sweeps=max_sweeps,
+        seed=seed,
+        memory_budget=memory_budget,
+    )
     rows = []
     for model, schedule, n in plan:
         t0 = time.perf_counter()
-        rows += accessibility(
-            n,
-            lambdas if model == "chain" else j_d_values,
-            model=model,
-            schedule=schedule,
-            n_couplings=n_couplings,
-            n_starts=n_starts,
-            max_sweeps=max_sweeps,
-            seed=seed,
-            memory_budget=memory_budget,
-        )
+        values = lambdas if model == "chain" else j_d_values
+        rows += cell(n, values, model=model, schedule=schedule)
         if log:
             log(f"access: {model} {schedule} N={n}: {time.perf_counter() - t0:.1f}s")
     return rows

@@ -1,10 +1,11 @@
 """``darnn theory count | access | geometry``: run one experiment into a new run directory.
 
-Each subcommand's options are the keyword arguments of its experiment function, and their
-defaults are read from that function's signature, so a default is written once, in the
-science. A run claims its directory first (refusing a non-empty one, like ``darnn train``),
-records ``config.yaml`` (the experiment's resolved arguments, enough to rerun it from
-Python) and ``meta.json``, then writes CSV + PNG; on any failure it removes what it wrote.
+Each subcommand's options are the keyword arguments of its experiment function: their
+defaults are read from that function's signature and their help from its docstring, so both
+are written once, in the science. A run claims its directory first (refusing a non-empty
+one, like ``darnn train``), records ``config.yaml`` (the experiment's resolved arguments,
+enough to rerun it from Python) and ``meta.json``, then writes CSV + PNG; on any failure it
+removes what it wrote.
 """
 
 from __future__ import annotations
@@ -20,21 +21,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from .. import rundir
+from ..cliargs import comma_list
 from ..config import SCHEDULES
 from ..files import write_text
 from .access import access_experiment, transition_points
-from .counting import MAX_ENUMERATION_N, count_experiment
+from .counting import count_experiment
 from .geometry import geometry_experiment
 from .plots import plot_access, plot_count, plot_geometry
 
 LARGE_SYNC, LARGE_ASYNC = 10_000, 1600  # what `darnn theory access --large` adds
-
-T = TypeVar("T")
 
 
 def write_csv(path: Path, rows: Sequence[Any]) -> None:
@@ -48,63 +48,79 @@ def write_csv(path: Path, rows: Sequence[Any]) -> None:
 
 
 # ----- options: the experiment's own keyword arguments ---------------------------------
-def _comma_list(cast: Callable[[str], T], what: str) -> Callable[[str], list[T]]:
-    """An argparse type for comma-separated values, e.g. "0,0.25,0.5" or "100,400"."""
-
-    def parse(text: str) -> list[T]:
-        try:
-            return [cast(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            msg = f"expected comma-separated {what}, got {text!r}"
-            raise argparse.ArgumentTypeError(msg) from None
-
-    return parse
+_floats = comma_list(float, "numbers")
+_ints = comma_list(int, "integers")
+_strings = comma_list(str.strip, "names")
 
 
-_floats = _comma_list(float, "numbers")
-_ints = _comma_list(int, "integers")
-_strings = _comma_list(str.strip, "names")
+# A flag is its parameter's name with dashes and without "n_", except these.
+_FLAGS = {"j_d_values": "--j-d", "kappas": "--kappa"}
+_LIST_TYPES: dict[type, Callable[[str], list[Any]]] = {int: _ints, float: _floats, str: _strings}
+_CHOICES = {"schedule": SCHEDULES}
 
 
-class _Options:
-    """Add options to one subcommand, each a parameter of its experiment function.
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.removeprefix("n_").replace("_", "-"))
 
-    The option's dest and default are the parameter's name and default.
+
+def argument_help(function: Callable[..., Any]) -> dict[str, str]:
+    """The ``Args:`` section of a Google-style docstring: one text per parameter."""
+    helps: dict[str, str] = {}
+    lines = (inspect.getdoc(function) or "").splitlines()
+    if "Args:" not in lines:
+        return helps
+    name = ""
+    for line in lines[lines.index("Args:") + 1 :]:
+        if line and not line.startswith(" "):
+            break  # the next section
+        if line.startswith(" " * 8) and name:
+            helps[name] += " " + line.strip()
+        elif ":" in line:
+            name, text = (part.strip() for part in line.split(":", 1))
+            helps[name] = text
+    return helps
+
+
+def _add_options(parser: argparse.ArgumentParser, experiment: Callable[..., Any]) -> None:
+    """One option per parameter of the experiment, with its default and its docstring help.
+
+    The parameters ``log`` and ``memory_budget`` (given as --memory-gib) excepted; --out
+    names the run directory.
     """
-
-    def __init__(self, parser: argparse.ArgumentParser, experiment: Callable[..., Any]) -> None:
-        self.parser = parser
-        self.defaults = {
-            name: p.default
-            for name, p in inspect.signature(experiment).parameters.items()
-            if p.default is not inspect.Parameter.empty
-        }
-
-    def add(self, flag: str, dest: str, help: str, **kwargs: Any) -> None:
-        default = self.defaults[dest]
-        listed = isinstance(default, (tuple, list))
-        default_text = ",".join(map(str, default)) if listed else str(default)
+    helps = argument_help(experiment)
+    parser.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help="new run directory for CSV + PNG, absent or empty "
+        "(default runs/TIME-theory-EXPERIMENT-PID)",
+    )
+    for name, param in inspect.signature(experiment).parameters.items():
+        default = param.default
+        if name in ("log", "memory_budget"):
+            continue
+        kwargs: dict[str, Any] = {"choices": _CHOICES[name]} if name in _CHOICES else {}
+        if isinstance(default, (tuple, list)):
+            kwargs["type"] = _LIST_TYPES[type(default[0])]
+            default_text = ",".join(map(str, default))
+        else:
+            kwargs.setdefault("type", type(default))
+            default_text = str(default)
+        flag = _flag(name)
         if "choices" not in kwargs:  # the flag's name, not the parameter's (--starts STARTS)
             kwargs["metavar"] = flag.lstrip("-").upper().replace("-", "_")
-        self.parser.add_argument(
-            flag, dest=dest, default=default, help=f"{help} (default {default_text})", **kwargs
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=default,
+            help=f"{helps[name].rstrip('.')} (default {default_text})",
+            **kwargs,
         )
-
-    def add_common(self) -> None:
-        """--out, --seed and --memory-gib, shared by every experiment."""
-        self.parser.add_argument(
-            "--out",
-            metavar="RUN_DIR",
-            help="new run directory for CSV + PNG, absent or empty "
-            "(default runs/TIME-theory-EXPERIMENT-PID)",
-        )
-        self.add("--seed", "seed", "seed of couplings and starts", type=int)
-        self.parser.add_argument(
-            "--memory-gib",
-            type=float,
-            default=self.defaults["memory_budget"] / 2**30,
-            help="refuse grids whose estimated memory exceeds this many GiB (default %(default)g)",
-        )
+    parser.add_argument(
+        "--memory-gib",
+        type=float,
+        default=inspect.signature(experiment).parameters["memory_budget"].default / 2**30,
+        help="refuse grids whose estimated memory exceeds this many GiB (default %(default)g)",
+    )
 
 
 def _settings(args: argparse.Namespace, experiment: Callable[..., Any]) -> dict[str, Any]:
@@ -146,6 +162,11 @@ def _progress(message: str) -> None:
 
 # ----- the three experiments ---------------------------------------------------------
 def _cmd_count(args: argparse.Namespace) -> int:
+    """Exact fixed-point counts vs the annealed complexity.
+
+    Enumerate all 2^N states of random fully asymmetric J (N <= 24) and compare (1/N) ln E#FP
+    and (1/N) E ln #FP with ln 2 + ln Phi(J_D - kappa).
+    """
     t0 = time.perf_counter()
     settings = _settings(args, count_experiment)
     with _new_run(args, "count", settings) as out:
@@ -168,6 +189,11 @@ def _cmd_count(args: argparse.Namespace) -> int:
 
 
 def _cmd_access(args: argparse.Namespace) -> int:
+    """Fraction of random starts that reach a fixed point.
+
+    Relax random starts with the synchronous and asynchronous dynamics versus J_D, and a
+    two-module chain at J_D = 0 versus lambda.
+    """
     t0 = time.perf_counter()
     settings = _settings(args, access_experiment)
     if args.large:
@@ -185,6 +211,11 @@ def _cmd_access(args: argparse.Namespace) -> int:
 
 
 def _cmd_geometry(args: argparse.Namespace) -> int:
+    """Overlaps and local density of reached fixed points.
+
+    Overlaps between fixed points reached from random starts, and the fraction of starts at
+    distance d from one that end at a fixed point within r*d.
+    """
     t0 = time.perf_counter()
     settings = _settings(args, geometry_experiment)
     with _new_run(args, "geometry", settings) as out:
@@ -217,62 +248,25 @@ def _cmd_geometry(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(subparsers: Any) -> None:
-    """Register `count`, `access` and `geometry` on the `darnn theory` subparsers."""
-    p = subparsers.add_parser(
-        "count",
-        help="exact fixed-point counts vs the annealed complexity",
-        description="Enumerate all 2^N states of random fully asymmetric J (N <= 24) and "
-        "compare (1/N) ln E#FP and (1/N) E ln #FP with ln 2 + ln Phi(J_D - kappa).",
-    )
-    o = _Options(p, count_experiment)
-    o.add("--sizes", "sizes", f"comma-separated N (each <= {MAX_ENUMERATION_N})", type=_ints)
-    o.add("--j-d", "j_d_values", "comma-separated self-couplings J_D", type=_floats)
-    o.add("--kappa", "kappas", "comma-separated margins", type=_floats)
-    o.add("--samples", "n_samples", "random couplings per N", type=int)
-    o.add("--chunk", "chunk", "states per chunk", type=int)
-    o.add_common()
-    p.set_defaults(func=_cmd_count)
+    """Register `count`, `access` and `geometry` on the `darnn theory` subparsers.
 
-    p = subparsers.add_parser(
-        "access",
-        help="fraction of random starts that reach a fixed point",
-        description="Relax random starts with the synchronous and asynchronous dynamics "
-        "versus J_D, and a two-module chain at J_D = 0 versus lambda.",
-    )
-    o = _Options(p, access_experiment)
-    o.add("--j-d", "j_d_values", "comma-separated J_D for the single module", type=_floats)
-    o.add("--lambdas", "lambdas", "comma-separated inter-module λ for the chain", type=_floats)
-    o.add("--sync-sizes", "sync_sizes", "comma-separated N, synchronous schedule", type=_ints)
-    o.add("--async-sizes", "async_sizes", "comma-separated N, asynchronous schedule", type=_ints)
-    o.add("--chain-sizes", "chain_sizes", "comma-separated units per module", type=_ints)
-    o.add("--chain-schedules", "chain_schedules", "comma-separated chain schedules", type=_strings)
-    p.add_argument(
-        "--large",
-        action="store_true",
-        help=f"add N={LARGE_SYNC} (synchronous) and N={LARGE_ASYNC} (asynchronous): "
-        "~7 more minutes",
-    )
-    o.add("--couplings", "n_couplings", "random J per size", type=int)
-    o.add("--starts", "n_starts", "random starts per coupling", type=int)
-    o.add("--max-sweeps", "max_sweeps", "sweeps before a run counts as not converged", type=int)
-    o.add_common()
-    p.set_defaults(func=_cmd_access)
-
-    p = subparsers.add_parser(
-        "geometry",
-        help="overlaps and local density of reached fixed points",
-        description="Overlaps between fixed points reached from random starts, and the "
-        "fraction of starts at distance d from one that end at a fixed point within r*d.",
-    )
-    o = _Options(p, geometry_experiment)
-    o.add("--n", "n", "units", type=int)
-    o.add("--j-d", "j_d_values", "comma-separated self-couplings J_D", type=_floats)
-    o.add("--schedule", "schedule", "dynamics", choices=SCHEDULES)
-    o.add("--starts", "n_starts", "random starts per J_D", type=int)
-    o.add("--distances", "distances", "comma-separated Hamming distances d", type=_ints)
-    o.add("--radii", "radii", "comma-separated return radii r (x d)", type=_floats)
-    o.add("--bases", "n_bases", "reached fixed points to perturb", type=int)
-    o.add("--trials", "trials", "perturbations per fixed point and d", type=int)
-    o.add("--max-sweeps", "max_sweeps", "sweeps before a run counts as not converged", type=int)
-    o.add_common()
-    p.set_defaults(func=_cmd_geometry)
+    A command's help is its function's first docstring line, its description the rest.
+    """
+    for experiment, command in (
+        (count_experiment, _cmd_count),
+        (access_experiment, _cmd_access),
+        (geometry_experiment, _cmd_geometry),
+    ):
+        summary, _, description = (inspect.getdoc(command) or "").partition("\n\n")
+        name = experiment.__name__.removesuffix("_experiment")
+        help_text = summary[:1].lower() + summary[1:].rstrip(".")
+        p = subparsers.add_parser(name, help=help_text, description=description)
+        _add_options(p, experiment)
+        if experiment is access_experiment:
+            p.add_argument(
+                "--large",
+                action="store_true",
+                help=f"add N={LARGE_SYNC} (synchronous) and N={LARGE_ASYNC} (asynchronous): "
+                "~7 more minutes",
+            )
+        p.set_defaults(func=command)

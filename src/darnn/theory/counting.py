@@ -272,7 +272,18 @@ def count_experiment(
     memory_budget: float = MEMORY_BUDGET,
     log: Log | None = None,
 ) -> list[CountRow]:
-    """Exact counts over `n_samples` random J per size, for every (J_D, kappa)."""
+    """Exact counts over `n_samples` random J per size, for every (J_D, kappa).
+
+    Args:
+        sizes: comma-separated N (each <= 24, exact enumeration).
+        j_d_values: comma-separated self-couplings J_D.
+        kappas: comma-separated margins.
+        n_samples: random couplings per N.
+        seed: seed of couplings and starts.
+        chunk: states per chunk.
+        memory_budget: bytes the enumeration may use.
+        log: called with one progress line per size.
+    """
     check_sizes("sizes", sizes, minimum=2)
     check_values("j_d_values", j_d_values)
     check_values("kappas", kappas)

@@ -73,7 +73,10 @@ def flip_random(states: Tensor, d: int, generator: torch.Generator) -> Tensor:
     return out
 
 
-def _check_distances(distances: Sequence[int], n: int) -> None:
+def _check_perturbations(distances: Sequence[int], radii: Sequence[float], n: int) -> None:
+    common.check_values("radii", radii)
+    if any(r < 0 for r in radii):
+        raise ValueError(f"radii must be >= 0, got {list(radii)}")
     if len(distances) == 0:
         raise ValueError("distances is empty; give at least one Hamming distance")
     for d in distances:
@@ -124,7 +127,7 @@ def return_fractions(
     isolated fixed point either pulls them back (r = 0) or loses them.
     """
     n = fixed_points.shape[1]
-    _check_distances(distances, n)
+    _check_perturbations(distances, radii, n)
     base = fixed_points.repeat_interleave(trials, dim=0)
     j_d = float(net.j_d)
     rows = []
@@ -176,6 +179,20 @@ def geometry_experiment(
     """Overlaps and return fractions on one J of n units (the same J for every J_D).
 
     At most `n_bases` reached fixed points are perturbed per J_D.
+
+    Args:
+        n: units.
+        j_d_values: comma-separated self-couplings J_D.
+        n_starts: random starts per J_D.
+        distances: comma-separated Hamming distances d.
+        radii: comma-separated return radii r (x d).
+        n_bases: reached fixed points to perturb.
+        trials: perturbations per fixed point and d.
+        schedule: dynamics.
+        max_sweeps: sweeps before a run counts as not converged.
+        seed: seed of couplings and starts.
+        memory_budget: bytes the experiment may use.
+        log: called with one progress line per J_D.
     """
     check_count("n", n, minimum=2)
     common.check_values("j_d_values", j_d_values)
@@ -184,10 +201,7 @@ def geometry_experiment(
     check_count("trials", trials, minimum=1)
     check_count("max_sweeps", max_sweeps, minimum=1)
     check_choice("schedule", schedule, SCHEDULES)
-    common.check_values("radii", radii)
-    if any(r < 0 for r in radii):
-        raise ValueError(f"radii must be >= 0, got {list(radii)}")
-    _check_distances(distances, n)
+    _check_perturbations(distances, radii, n)
     batch = max(n_starts, n_bases * trials)
     common.check_memory(
         f"geometry at N={n} with {n_starts} starts",
