@@ -21,7 +21,7 @@ import torch
 from darnn import fused
 from darnn.config import LearningConfig, NetworkConfig
 from darnn.dynamics import relax
-from darnn.learning import dynamics_kernels, evaluate, learning_step
+from darnn.learning import dynamics_kernels, evaluate, learning_step, three_phases, two_phase
 from darnn.network import Network
 
 pytestmark = pytest.mark.skipif(
@@ -89,6 +89,50 @@ def test_relax_matches_the_torch_path(name: str, schedule: str, batch: int) -> N
         b = relax(net.recurrent, drives, ref.states, kernel="fused", schedule=schedule,
                   max_sweeps=sweeps)  # fmt: skip
         assert_same_relaxation(a, b)
+
+
+@pytest.mark.parametrize("hidden", [(160,), (128, 128)])
+@pytest.mark.parametrize("schedule", ["synchronous", "sequential"])
+def test_a_team_of_threads_on_one_block_gives_the_same_bits(
+    hidden: tuple[int, ...], schedule: str
+) -> None:
+    """A batch of 16 on a chain this large is split by units across the threads."""
+    from darnn.threads import using_threads
+
+    CHAINS["team"] = NetworkConfig(hidden=hidden, j_density=1.0, w_in_density=1.0, **GRID)
+    try:
+        net = network("team")
+    finally:
+        del CHAINS["team"]
+    drives = net.input_drives(inputs(16)[0])
+    kw = {"schedule": schedule, "max_sweeps": 8}
+    ref = relax(net.recurrent, drives, kernel="torch", **kw)
+    for threads in (1, 2, 3):
+        with using_threads(threads):
+            assert_same_relaxation(ref, relax(net.recurrent, drives, kernel="fused", **kw))
+            start = {"states": ref.states, "internal": ref.internal}
+            assert_same_relaxation(
+                relax(net.recurrent, drives, kernel="torch", **start, **kw),
+                relax(net.recurrent, drives, kernel="fused", **start, **kw),
+            )
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+@pytest.mark.parametrize("batch", [1, 16, 37])
+@pytest.mark.parametrize("caps", [(1, 5, 5), (0, 2, 0), (2, 0, 3)])
+def test_the_three_phases_in_one_call_equal_three_relaxations(
+    name: str, batch: int, caps: tuple[int, int, int]
+) -> None:
+    """two_phase's single fused call ends where three relax calls (either kernel) end."""
+    net = network(name)
+    x, y = inputs(batch)
+    sweeps = dict(zip(("warmup_sweeps", "clamped_sweeps", "free_sweeps"), caps))
+    cfg = dataclasses.replace(RULE, **sweeps)
+    drives, got = two_phase(net, x, y, dataclasses.replace(cfg, kernel="fused"))
+    for kernel in ("torch", "fused"):
+        ref_drives, phases = three_phases(net, x, y, dataclasses.replace(cfg, kernel=kernel))
+        assert all(torch.equal(a, b) for a, b in zip(drives, ref_drives))
+        assert_same_relaxation(phases[-1], got)
 
 
 def test_the_inputs_are_not_modified() -> None:

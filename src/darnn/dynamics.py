@@ -127,7 +127,7 @@ def make_sweep(net: Recurrent, schedule: str, generator: torch.Generator | None 
     "asynchronous": one unit at a time, in an independent random order per sample and
         sweep drawn from `generator` (default: seed 0); the loop over units runs on the CPU.
     """
-    _check_schedule(schedule)
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule == "asynchronous":
         return AsynchronousSweep(net, generator)
 
@@ -224,7 +224,7 @@ def relax(
         ValueError: An unknown schedule or kernel, a negative ``max_sweeps``, or tensors
             whose number, shapes or batch sizes do not match ``net``.
     """
-    _check_schedule(schedule)
+    check_choice("schedule", schedule, SCHEDULES)
     if max_sweeps < 0:
         raise ValueError(f"max_sweeps={max_sweeps} is not valid; it must be >= 0")
     check_choice("kernel", kernel, KERNELS)
@@ -289,10 +289,6 @@ def _in_chunks(
             dst[rows] = src
         converged[rows], sweeps[rows] = r.converged, r.sweeps
     return Relaxation(s, h_int, h, converged, sweeps)
-
-
-def _check_schedule(schedule: str) -> None:
-    check_choice("schedule", schedule, SCHEDULES)
 
 
 def _check_shapes(
@@ -372,8 +368,6 @@ def _relax_fused(
     """
     full_ext = [batch_minor(e) for e in start.external]
     batch = full_ext[0].shape[0]
-    below, align = _compaction(net)
-    chunk = chunk_size(net, schedule, full_ext[0].device) or batch
     s, h, given = _starting_fields(net, full_ext, start)
     unchecked = start.from_zero(max_sweeps)
     h_int = (
@@ -383,9 +377,15 @@ def _relax_fused(
     converged = fused.relax_in_place(
         chain, net.j_d_value, full_ext, s, h, h_int, sweeps, max_sweeps=max_sweeps,
         sequential=schedule == "sequential", unchecked=unchecked, given_internal=given is not None,
-        compaction=(chunk, below, align, _COMPACT_MIN),
+        compaction=fused_compaction(net, schedule, batch),
     )  # fmt: skip
     return Relaxation(s, h_int, h, converged, sweeps)
+
+
+def fused_compaction(net: Recurrent, schedule: str, batch: int) -> tuple[int, float, int, int]:
+    """The chunks and compaction of this driver, as the fused kernel follows them."""
+    below, align = _compaction(net)
+    return chunk_size(net, schedule, torch.device("cpu")) or batch, below, align, _COMPACT_MIN
 
 
 def _starting_fields(

@@ -17,10 +17,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define LANES 16
 #define MAX_LAYERS 64
 #define MAX_THREADS 64
+/* A single block is split across a team of threads (by units) when a sweep reads at least
+ * this many stored couplings: enough work per barrier. */
+#define TEAM_MIN_ENTRIES 16384
 
 enum { NONE = 0, DENSE = 1, CSR = 2, IDENTITY = 3 };
 
@@ -75,11 +81,22 @@ typedef struct {
 /* h_l = ext_l + J_D s_l + J_l s_l + F_l s_{l-1} + B_l s_{l+1} for one block, except in
  * the `frozen` lanes (-1), whose fields are kept; marks in `unstable` the lanes with a unit
  * whose s_i h_i <= 0. Block arrays are (N_l, LANES). */
+typedef struct {
+    int tid, nt; /* this thread's place in the team splitting the block's units */
+} part_t;
+
+/* The units [*lo, *hi) of n that thread p.tid of p.nt takes (contiguous, near-equal). */
+static inline void units_of(part_t p, int64_t n, int64_t *lo, int64_t *hi) {
+    *lo = n * p.tid / p.nt;
+    *hi = n * (p.tid + 1) / p.nt;
+}
+
 static void module_field(const chain_t *ch, int l, float *const *s, const float *ext, float *h,
-                         mask_t frozen, int32_t *unstable) {
-    const int64_t n = ch->sizes[l];
+                         mask_t frozen, int32_t *unstable, part_t p) {
+    int64_t lo, hi;
+    units_of(p, ch->sizes[l], &lo, &hi);
     mask_t bad = {0}; /* -1 in the lanes with an unstable unit */
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         const lanes_t si = load(s[l] + i * LANES);
         lanes_t acc = load(ext + i * LANES) + ch->j_d * si;
         acc = add_row(&ch->J[l], i, s[l], acc);
@@ -93,16 +110,43 @@ static void module_field(const chain_t *ch, int l, float *const *s, const float 
     for (int k = 0; k < LANES; k++) unstable[k] |= bad[k] != 0;
 }
 
-static void set_signs(int64_t n, const float *restrict h, float *restrict s) {
-    for (int64_t i = 0; i < n * LANES; i++) s[i] = h[i] >= 0.0f ? 1.0f : -1.0f;
+static void set_signs(int64_t n, const float *restrict h, float *restrict s, part_t p) {
+    int64_t lo, hi;
+    units_of(p, n, &lo, &hi);
+    for (int64_t i = lo * LANES; i < hi * LANES; i++) s[i] = h[i] >= 0.0f ? 1.0f : -1.0f;
 }
 
-static void count_unstable(const chain_t *ch, float *const *s, float *const *h, int32_t *unstable) {
+static void count_unstable(const chain_t *ch, float *const *s, float *const *h, int32_t *unstable,
+                           part_t p) {
     mask_t bad = {0};
-    for (int l = 0; l < ch->n_layers; l++)
-        for (int64_t i = 0; i < ch->sizes[l]; i++)
+    for (int l = 0; l < ch->n_layers; l++) {
+        int64_t lo, hi;
+        units_of(p, ch->sizes[l], &lo, &hi);
+        for (int64_t i = lo; i < hi; i++)
             bad |= load(s[l] + i * LANES) * load(h[l] + i * LANES) <= 0.0f;
+    }
     for (int k = 0; k < LANES; k++) unstable[k] |= bad[k] != 0;
+}
+
+/* A team's threads wait for each other (nothing to wait for alone). */
+static inline void team_barrier(part_t p) {
+#ifdef _OPENMP
+    if (p.nt > 1) {
+#pragma omp barrier
+    }
+#else
+    (void)p;
+#endif
+}
+
+/* Every thread's unstable lanes ORed together: each writes its own row of `rows` (one per
+ * thread), then all read them all. */
+static void team_unstable(part_t p, int32_t (*rows)[LANES], int32_t *unstable) {
+    if (p.nt == 1) return;
+    memcpy(rows[p.tid], unstable, sizeof rows[0]);
+    team_barrier(p);
+    for (int t = 0; t < p.nt; t++)
+        for (int k = 0; k < LANES; k++) unstable[k] |= rows[t][k];
 }
 
 /* Copy lanes [b0, b0 + nb) of the batch-minor (n, B) array src into the (n, LANES) block;
@@ -142,27 +186,35 @@ typedef struct {
     int status;
 } job_t;
 
-/* Relax the blocks of one job, one after the other, in a buffer of its own. */
-static void relax_blocks(job_t *jb) {
+/* Relax the blocks of one job, one after the other, in a buffer of its own; or, when `p`
+ * is a team of several threads, the one block of a batch of LANES, in place, each thread
+ * taking its part of every module's units (every thread runs this function; `rows` holds
+ * one row per thread for their unstable lanes). A unit's field is computed by one thread
+ * whatever the team, so the results do not depend on it. */
+static void relax_blocks(job_t *jb, part_t p, int32_t (*rows)[LANES]) {
     const chain_t *ch = jb->ch;
     const int L = ch->n_layers;
     const int64_t B = jb->B;
+    const int main_thread = p.tid == 0;
+    /* A batch of exactly one block is already laid out as one: it is swept in place. */
+    const int in_place = B == LANES;
     int64_t total = 0;
     for (int l = 0; l < L; l++) total += ch->sizes[l];
     /* 64-byte rows (LANES floats) on 64-byte boundaries: a vector load never spans two lines. */
-    float *buf = aligned_alloc(64, (size_t)(3 * total * LANES) * sizeof(float));
-    if (buf == NULL) { jb->status = -1; return; }
+    float *buf = NULL;
+    if (!in_place) {
+        buf = aligned_alloc(64, (size_t)(3 * total * LANES) * sizeof(float));
+        if (buf == NULL) { jb->status = -1; return; }
+    }
     float *bs[MAX_LAYERS], *bh[MAX_LAYERS], *eb[MAX_LAYERS];
     const float *be[MAX_LAYERS];
     int64_t off = 0;
-    for (int l = 0; l < L; l++) {
+    for (int l = 0; l < L && !in_place; l++) {
         bs[l] = buf + off * LANES;
         bh[l] = buf + (total + off) * LANES;
         eb[l] = buf + (2 * total + off) * LANES;
         off += ch->sizes[l];
     }
-    /* A batch of exactly one block is already laid out as one: it is swept in place. */
-    const int in_place = B == LANES;
     for (int64_t b0 = jb->first * LANES; b0 < B; b0 += jb->stride * LANES) {
         const int nb = (int)(B - b0 < LANES ? B - b0 : LANES);
         /* Padding lanes sit at s = h = 1 and are never counted as unstable. */
@@ -187,11 +239,12 @@ static void relax_blocks(job_t *jb) {
             if (!(t == 0 && jb->unchecked)) {
                 if (!swept) {
                     memset(unstable, 0, sizeof unstable);
-                    count_unstable(ch, bs, bh, unstable);
+                    count_unstable(ch, bs, bh, unstable, p);
+                    team_unstable(p, rows, unstable);
                 }
                 int any = 0;
                 for (int k = 0; k < nb; k++) {
-                    jb->sweeps[b0 + k] += unstable[k] != 0;
+                    if (main_thread) jb->sweeps[b0 + k] += unstable[k] != 0;
                     any |= unstable[k];
                 }
                 /* Where the torch path sweeps the chunk, a settled block is swept once too:
@@ -204,21 +257,27 @@ static void relax_blocks(job_t *jb) {
                 for (int l = 0; l < L; l++) {
                     if (l > 0) {
                         int32_t ignored[LANES] = {0};
-                        module_field(ch, l, bs, be[l], bh[l], frozen, ignored);
+                        module_field(ch, l, bs, be[l], bh[l], frozen, ignored, p);
+                        team_barrier(p); /* every thread has read s_l before it moves */
                     }
-                    set_signs(ch->sizes[l], bh[l], bs[l]);
+                    set_signs(ch->sizes[l], bh[l], bs[l], p);
+                    team_barrier(p);
                 }
             } else {
-                for (int l = 0; l < L; l++) set_signs(ch->sizes[l], bh[l], bs[l]);
+                for (int l = 0; l < L; l++) set_signs(ch->sizes[l], bh[l], bs[l], p);
+                team_barrier(p);
             }
-            for (int l = 0; l < L; l++) module_field(ch, l, bs, be[l], bh[l], frozen, unstable);
+            for (int l = 0; l < L; l++) module_field(ch, l, bs, be[l], bh[l], frozen, unstable, p);
+            team_unstable(p, rows, unstable); /* its barrier: every field is in place */
             swept = 1;
         }
         if (!settled && !swept) {
             memset(unstable, 0, sizeof unstable);
-            count_unstable(ch, bs, bh, unstable);
+            count_unstable(ch, bs, bh, unstable, p);
+            team_unstable(p, rows, unstable);
         }
-        for (int k = 0; k < nb; k++) jb->converged[b0 + k] = settled || !unstable[k];
+        for (int k = 0; k < nb && main_thread; k++)
+            jb->converged[b0 + k] = settled || !unstable[k];
         for (int l = 0; l < L; l++) {
             const int64_t n = ch->sizes[l];
             if (!in_place) {
@@ -227,13 +286,30 @@ static void relax_blocks(job_t *jb) {
             }
             /* As the torch path: the given internal fields where it ran no sweep at all. */
             if (jb->given_internal && !chunk_swept) continue;
-            for (int64_t i = 0; i < n; i++)
+            int64_t lo, hi;
+            units_of(p, n, &lo, &hi);
+            for (int64_t i = lo; i < hi; i++)
                 for (int k = 0; k < nb; k++)
                     jb->h_int[l][i * B + b0 + k] = bh[l][i * LANES + k] - be[l][i * LANES + k];
         }
     }
     free(buf);
-    jb->status = 0;
+    if (main_thread) jb->status = 0;
+}
+
+/* Stored couplings a sweep reads: the work that pays for a team's barriers. */
+static int64_t sweep_entries(const chain_t *ch) {
+    int64_t total = 0;
+    for (int l = 0; l < ch->n_layers; l++) {
+        const coupling_t *cs[3] = {&ch->J[l], &ch->fwd[l], &ch->bwd[l]};
+        for (int k = 0; k < 3; k++) {
+            const coupling_t *c = cs[k];
+            if (c->kind == CSR) total += c->crow[c->n_out];
+            else if (c->kind == DENSE) total += (int64_t)c->n_out * c->n_in;
+            else if (c->kind == IDENTITY) total += c->n_out;
+        }
+    }
+    return total;
 }
 
 /* Which samples the torch path (darnn.dynamics) would sweep at least once, so that the
@@ -310,11 +386,62 @@ int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t ma
     /* OpenMP, not threads of our own: built with -fopenmp this is torch's libgomp, whose
      * pool is already awake (its workers spin after every torch operation and would keep
      * a core busy while another thread of ours waited for it). Without it: serial. */
+#ifdef _OPENMP
+    if (B == LANES && threads > 1 && sweep_entries(ch) >= TEAM_MIN_ENTRIES) {
+        int32_t rows[MAX_THREADS][LANES];
+        const int team = threads < MAX_THREADS ? threads : MAX_THREADS;
+#pragma omp parallel num_threads(team)
+        relax_blocks(&jobs[0], (part_t){omp_get_thread_num(), omp_get_num_threads()}, rows);
+    } else
+#endif
+    {
 #pragma omp parallel for num_threads(n_jobs) schedule(static, 1) if (n_jobs > 1)
-    for (int64_t j = 0; j < n_jobs; j++) relax_blocks(&jobs[j]);
+        for (int64_t j = 0; j < n_jobs; j++) relax_blocks(&jobs[j], (part_t){0, 1}, NULL);
+    }
     int status = 0;
     for (int64_t j = 0; j < n_jobs; j++)
         if (jobs[j].status != 0) status = jobs[j].status;
     free(frozen);
     return status;
+}
+
+/* The three phases of a training step in one call: the warm-up from s = 0 under the input
+ * drives `ext`, the clamped phase (the label field `label`, batch-minor (N_L, B), added to
+ * the last module's drive) and the free phase, each from where the one before ended and
+ * with exactly the arithmetic of the torch path (darnn.learning.three_phases): a phase
+ * starts from the total fields external + internal of the one before. max_sweeps: the
+ * three phases' caps. `clamped_ext` is a (N_L, B) buffer for the last module's clamped
+ * external field. s, h, h_int, sweeps and converged end as the free phase's (see
+ * darnn_relax_f32, whose other arguments these are). */
+int darnn_phases_f32(const chain_t *ch, int32_t sequential, int64_t B,
+                     const int32_t *max_sweeps, float *const *ext, const float *label,
+                     float *clamped_ext, float **s, float **h, float **h_int, int64_t *sweeps,
+                     uint8_t *converged, int32_t threads, int64_t chunk, float compact_below,
+                     int32_t align, int32_t compact_min) {
+    if (ch->n_layers < 1 || ch->n_layers > MAX_LAYERS) return -2;
+    const int L = ch->n_layers;
+    float *phase_ext[MAX_LAYERS];
+    for (int l = 0; l < L; l++) {
+        const int64_t n = ch->sizes[l] * B;
+        memset(s[l], 0, (size_t)n * sizeof(float));
+        memcpy(h[l], ext[l], (size_t)n * sizeof(float));
+        phase_ext[l] = ext[l];
+    }
+    const int64_t n_last = ch->sizes[L - 1] * B;
+    for (int64_t i = 0; i < n_last; i++) clamped_ext[i] = ext[L - 1][i] + label[i];
+    for (int phase = 0; phase < 3; phase++) {
+        const int unchecked = phase == 0 && max_sweeps[0] > 0; /* from s = 0 */
+        if (phase > 0) {
+            phase_ext[L - 1] = phase == 1 ? clamped_ext : ext[L - 1];
+            for (int l = 0; l < L; l++)
+                for (int64_t i = 0; i < ch->sizes[l] * B; i++)
+                    h[l][i] = phase_ext[l][i] + h_int[l][i];
+        }
+        for (int64_t b = 0; b < B; b++) sweeps[b] = unchecked;
+        const int status = darnn_relax_f32(ch, sequential, B, max_sweeps[phase], unchecked,
+                                           phase > 0, phase_ext, s, h, h_int, sweeps, converged,
+                                           threads, chunk, compact_below, align, compact_min);
+        if (status != 0) return status;
+    }
+    return 0;
 }

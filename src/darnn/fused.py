@@ -30,6 +30,7 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -155,16 +156,19 @@ def library() -> ctypes.CDLL | None:
     """The loaded kernel, built on first use; None (with one warning) if it cannot be."""
     try:
         lib = ctypes.CDLL(str(build()))
-        fn = lib.darnn_relax_f32
+        fn, phases = lib.darnn_relax_f32, lib.darnn_phases_f32
     except (KernelUnavailable, OSError, AttributeError) as err:  # AttributeError: no symbol
         warnings.warn(f"darnn: the fused CPU kernel is unavailable, using the torch path: {err}",
                       FusedKernelWarning, stacklevel=2)  # fmt: skip
         return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.POINTER(_Chain), ctypes.c_int32, ctypes.c_int64, ctypes.c_int32,
-                   ctypes.c_int32, ctypes.c_int32, *[ctypes.c_void_p] * 4,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64,
-                   ctypes.c_float, ctypes.c_int32, ctypes.c_int32]  # fmt: skip
+    # Both entries end in (..., sweeps, converged, threads, chunk, below, align, minimum).
+    tail = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float,
+            ctypes.c_int32, ctypes.c_int32]  # fmt: skip
+    head = [ctypes.POINTER(_Chain), ctypes.c_int32, ctypes.c_int64]
+    fn.restype = phases.restype = ctypes.c_int
+    fn.argtypes = [*head, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                   *[ctypes.c_void_p] * 4, *tail]  # fmt: skip
+    phases.argtypes = [*head, ctypes.c_void_p, *[ctypes.c_void_p] * 6, *tail]
     return lib
 
 
@@ -325,20 +329,65 @@ def relax_in_place(
     which the kernel follows so that it computes a field afresh exactly where that path
     does. Returns ``converged`` (bool).
     """
-    lib = library()
-    if lib is None or chain.struct is None:
-        raise KernelUnavailable(f"the fused kernel cannot run here: {chain.reason}")
-    chain.struct.j_d = j_d  # set_j_d may change it between calls
+    lib, struct = _runnable(chain, j_d)
     batch = ext[0].shape[0]
     converged = torch.empty(batch, dtype=torch.uint8)
     status = lib.darnn_relax_f32(
-        ctypes.byref(chain.struct), int(sequential), batch, max_sweeps, int(unchecked),
-        int(given_internal), _pointers(ext), _pointers(s), _pointers(h), _pointers(h_int),
+        struct, int(sequential), batch, max_sweeps, int(unchecked), int(given_internal),
+        _pointers(ext), _pointers(s), _pointers(h), _pointers(h_int),
         sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip
+    _check_status(status, len(ext), compaction)
+    return converged.bool()
+
+
+def phases_in_place(
+    chain: Chain,
+    j_d: float,
+    drives: Sequence[Tensor],
+    label: Tensor,
+    s: Sequence[Tensor],
+    h: Sequence[Tensor],
+    h_int: Sequence[Tensor],
+    sweeps: Tensor,
+    *,
+    max_sweeps: tuple[int, int, int],
+    sequential: bool,
+    compaction: tuple[int, float, int, int],
+) -> Tensor:
+    """A training step's warm-up, clamped and free phases in one call (`relax_in_place` x 3).
+
+    The warm-up starts at s = 0 under the input ``drives``; the clamped phase adds the
+    batch-minor ``label`` field to the last module's drive; each phase starts where the one
+    before ended, with the torch path's arithmetic (darnn.learning.three_phases).
+    ``max_sweeps``: the three phases' caps. ``s``, ``h``, ``h_int`` and ``sweeps`` (any
+    values on entry) end as the free phase's; returns its ``converged``.
+    """
+    lib, struct = _runnable(chain, j_d)
+    batch = drives[0].shape[0]
+    converged = torch.empty(batch, dtype=torch.uint8)
+    clamped = torch.empty_like(h[-1])
+    status = lib.darnn_phases_f32(
+        struct, int(sequential), batch, (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives),
+        *_pointers([label, clamped]), _pointers(s), _pointers(h), _pointers(h_int),
+        sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
+    )  # fmt: skip
+    _check_status(status, len(drives), compaction)
+    return converged.bool()
+
+
+def _runnable(chain: Chain, j_d: float) -> tuple[ctypes.CDLL, Any]:
+    """The loaded library and the chain's struct, with J_D set (set_j_d may change it)."""
+    lib = library()
+    if lib is None or chain.struct is None:
+        raise KernelUnavailable(f"the fused kernel cannot run here: {chain.reason}")
+    chain.struct.j_d = j_d
+    return lib, ctypes.byref(chain.struct)
+
+
+def _check_status(status: int, modules: int, compaction: tuple[int, float, int, int]) -> None:
     if status == -2:
-        raise ValueError(f"the fused kernel refused its arguments (chain of {len(ext)} "
+        raise ValueError(f"the fused kernel refused its arguments (chain of {modules} "
                          f"modules, chunking {compaction}); run with kernel='torch'")  # fmt: skip
     if status != 0:
         raise MemoryError("the fused kernel could not allocate its working buffers")
-    return converged.bool()
