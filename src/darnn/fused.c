@@ -405,21 +405,73 @@ int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t ma
     return status;
 }
 
+/* The input drives ext_l = W_in,l x of a batch (zero where w_in[l] is NONE); x is
+ * batch-minor (D, B). Each row is summed from zero in storage order, as the torch path's
+ * CSR product. A batch of one block is split by rows across the team; larger ones by
+ * blocks. Returns 0, or -1 if memory ran out. */
+static int input_drives(const chain_t *ch, const coupling_t *w_in, const float *x, int64_t D,
+                        int64_t B, float *const *ext, int32_t threads) {
+    const int L = ch->n_layers;
+    const int one_block = B == LANES;
+    const int64_t blocks = (B + LANES - 1) / LANES;
+    int64_t entries = 0;
+    for (int l = 0; l < L; l++)
+        entries += w_in[l].kind == CSR     ? w_in[l].crow[w_in[l].n_out]
+                   : w_in[l].kind == DENSE ? (int64_t)w_in[l].n_out * w_in[l].n_in
+                                           : 0;
+    const int team = threads > 1 && (!one_block || entries >= TEAM_MIN_ENTRIES);
+    int status = 0;
+#pragma omp parallel num_threads(threads) if (team)
+    {
+        part_t p = {0, 1};
+#ifdef _OPENMP
+        p = (part_t){omp_get_thread_num(), omp_get_num_threads()};
+#endif
+        float *xb = one_block ? NULL : aligned_alloc(64, (size_t)(D * LANES) * sizeof(float));
+        if (!one_block && xb == NULL) {
+#pragma omp atomic write
+            status = -1;
+        }
+        const part_t rows = one_block ? p : (part_t){0, 1};
+        for (int64_t blk = one_block ? 0 : p.tid; blk < blocks && (one_block || xb != NULL);
+             blk += one_block ? 1 : p.nt) {
+            const int64_t b0 = blk * LANES;
+            const int nb = (int)(B - b0 < LANES ? B - b0 : LANES);
+            if (!one_block) load_block(D, B, b0, nb, x, xb, 0.0f);
+            const float *src = one_block ? x : xb;
+            for (int l = 0; l < L; l++) {
+                int64_t lo, hi;
+                units_of(rows, ch->sizes[l], &lo, &hi);
+                for (int64_t i = lo; i < hi; i++) {
+                    const lanes_t v = add_row(&w_in[l], i, src, (lanes_t){0});
+                    if (one_block) memcpy(ext[l] + i * LANES, &v, sizeof v);
+                    else for (int k = 0; k < nb; k++) ext[l][i * B + b0 + k] = v[k];
+                }
+            }
+        }
+        free(xb);
+    }
+    return status;
+}
+
 /* The three phases of a training step in one call: the warm-up from s = 0 under the input
  * drives `ext`, the clamped phase (the label field `label`, batch-minor (N_L, B), added to
  * the last module's drive) and the free phase, each from where the one before ended and
  * with exactly the arithmetic of the torch path (darnn.learning.three_phases): a phase
  * starts from the total fields external + internal of the one before. max_sweeps: the
  * three phases' caps. `clamped_ext` is a (N_L, B) buffer for the last module's clamped
- * external field. s, h, h_int, sweeps and converged end as the free phase's (see
- * darnn_relax_f32, whose other arguments these are). */
-int darnn_phases_f32(const chain_t *ch, int32_t sequential, int64_t B,
-                     const int32_t *max_sweeps, float *const *ext, const float *label,
-                     float *clamped_ext, float **s, float **h, float **h_int, int64_t *sweeps,
-                     uint8_t *converged, int32_t threads, int64_t chunk, float compact_below,
-                     int32_t align, int32_t compact_min) {
+ * external field. If w_in is not NULL, `ext` (out) gets the drives W_in x of the
+ * batch-minor (D, B) inputs x first (see input_drives); else it holds them. s, h, h_int,
+ * sweeps and converged end as the free phase's (see darnn_relax_f32, whose other arguments
+ * these are). */
+int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, int64_t D,
+                     int32_t sequential, int64_t B, const int32_t *max_sweeps, float *const *ext,
+                     const float *label, float *clamped_ext, float **s, float **h, float **h_int,
+                     int64_t *sweeps, uint8_t *converged, int32_t threads, int64_t chunk,
+                     float compact_below, int32_t align, int32_t compact_min) {
     if (ch->n_layers < 1 || ch->n_layers > MAX_LAYERS) return -2;
     const int L = ch->n_layers;
+    if (w_in != NULL && input_drives(ch, w_in, x, D, B, ext, threads) != 0) return -1;
     float *phase_ext[MAX_LAYERS];
     for (int l = 0; l < L; l++) {
         const int64_t n = ch->sizes[l] * B;

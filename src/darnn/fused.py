@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling
-from .network import Recurrent
+from .network import Network, Recurrent
 
 SOURCE = Path(__file__).with_name("fused.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c11", "-shared", "-fPIC")
@@ -164,11 +164,12 @@ def library() -> ctypes.CDLL | None:
     # Both entries end in (..., sweeps, converged, threads, chunk, below, align, minimum).
     tail = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float,
             ctypes.c_int32, ctypes.c_int32]  # fmt: skip
-    head = [ctypes.POINTER(_Chain), ctypes.c_int32, ctypes.c_int64]
+    chain, sequential_batch = ctypes.POINTER(_Chain), [ctypes.c_int32, ctypes.c_int64]
     fn.restype = phases.restype = ctypes.c_int
-    fn.argtypes = [*head, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+    fn.argtypes = [chain, *sequential_batch, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                    *[ctypes.c_void_p] * 4, *tail]  # fmt: skip
-    phases.argtypes = [*head, ctypes.c_void_p, *[ctypes.c_void_p] * 6, *tail]
+    phases.argtypes = [chain, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                       *sequential_batch, *[ctypes.c_void_p] * 7, *tail]  # fmt: skip
     return lib
 
 
@@ -354,26 +355,50 @@ def phases_in_place(
     max_sweeps: tuple[int, int, int],
     sequential: bool,
     compaction: tuple[int, float, int, int],
+    inputs: tuple[ctypes.Array, Tensor],
 ) -> Tensor:
     """A training step's warm-up, clamped and free phases in one call (`relax_in_place` x 3).
 
     The warm-up starts at s = 0 under the input ``drives``; the clamped phase adds the
     batch-minor ``label`` field to the last module's drive; each phase starts where the one
     before ended, with the torch path's arithmetic (darnn.learning.three_phases).
-    ``max_sweeps``: the three phases' caps. ``s``, ``h``, ``h_int`` and ``sweeps`` (any
-    values on entry) end as the free phase's; returns its ``converged``.
+    ``max_sweeps``: the three phases' caps. ``inputs``: (`input_couplings`, the batch x),
+    whose drives W_in x the kernel computes into ``drives`` first. ``s``, ``h``, ``h_int``
+    and ``sweeps`` (any values on entry) end as the free phase's; returns its
+    ``converged``.
     """
     lib, struct = _runnable(chain, j_d)
     batch = drives[0].shape[0]
     converged = torch.empty(batch, dtype=torch.uint8)
     clamped = torch.empty_like(h[-1])
+    w_in, x = inputs
     status = lib.darnn_phases_f32(
-        struct, int(sequential), batch, (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives),
-        *_pointers([label, clamped]), _pointers(s), _pointers(h), _pointers(h_int),
+        struct, w_in, _pointers([x])[0], x.shape[1], int(sequential), batch,
+        (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives), *_pointers([label, clamped]),
+        _pointers(s), _pointers(h), _pointers(h_int),
         sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip
     _check_status(status, len(drives), compaction)
     return converged.bool()
+
+
+_INPUTS: weakref.WeakKeyDictionary[Network, tuple[tuple[int, ...], ctypes.Array]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def input_couplings(net: Network) -> ctypes.Array:
+    """Every module's W_in (dense or CSR; none without input), as the kernel reads it.
+
+    Rebuilt after a tensor was replaced, like `chain_of`.
+    """
+    key = tuple(t.data_ptr() for w in net.w_in for t in _tensors(w))
+    found = _INPUTS.get(net)
+    if found is None or found[0] != key:
+        missing = [None] * (net.recurrent.n_layers - len(net.w_in))
+        structs = [_describe(w) for w in [*net.w_in, *missing]]
+        found = _INPUTS[net] = (key, (_Coupling * len(structs))(*structs))
+    return found[1]
 
 
 def _runnable(chain: Chain, j_d: float) -> tuple[ctypes.CDLL, Any]:

@@ -141,15 +141,17 @@ def two_phase(
     if chain is None:
         drives, phases = three_phases(net, x, y, cfg, generator)
         return drives, phases[-1]
-    # The fused kernel runs the three phases in one call, as three_phases would on it.
-    drives = [batch_minor(d) for d in net.input_drives(x)]
-    s, h, h_int = ([d.new_empty(d.shape[1], d.shape[0]).T for d in drives] for _ in range(3))
+    # The fused kernel computes the input drives, then runs the three phases in one call, as
+    # three_phases would on it.
+    x = batch_minor(x)
+    s, h, h_int, drives = ([x.new_empty(n, x.shape[0]).T for n in rec.sizes] for _ in range(4))
     sweeps = torch.empty(x.shape[0], dtype=torch.int64)
     caps = (cfg.warmup_sweeps, cfg.clamped_sweeps, cfg.free_sweeps)
     converged = fused.phases_in_place(
         chain, rec.j_d_value, drives, net.label_field(y), s, h, h_int, sweeps, max_sweeps=caps,
         sequential=cfg.schedule == "sequential",
         compaction=fused_compaction(rec, cfg.schedule, x.shape[0]),
+        inputs=(fused.input_couplings(net), x),
     )  # fmt: skip
     return drives, Relaxation(s, h_int, h, converged, sweeps)
 
