@@ -412,8 +412,7 @@ class Network(nn.Module):
         off, on = self.label_code[0], self.label_code[1]
         columns = self.w_back.index_select(1, y)  # (N_L, B)
         base = self.w_back.sum(1, keepdim=True).mul_(off)
-        # = addcmul(base, columns, on - off), the same roundings in two fast in-place passes
-        return columns.mul_(on - off).add_(base).T  # batch-minor, like the input drive
+        return torch.addcmul(base, columns, on - off).T  # batch-minor, like the input drive
 
     def readout(self, s_last: Tensor) -> Tensor:
         """Readout field h_out = W_out s_L (B, C)."""
