@@ -135,6 +135,23 @@ def test_the_three_phases_in_one_call_equal_three_relaxations(
         assert_same_relaxation(phases[-1], got)
 
 
+@pytest.mark.parametrize("name", ["csr-2", "dense-2"])
+def test_the_one_call_computes_every_module_s_drive(name: str) -> None:
+    """With input to every module (network.input_to_all), each W_in x as the torch path."""
+    CHAINS["all"] = dataclasses.replace(CHAINS[name], input_to_all=True)
+    try:
+        net = network("all")
+    finally:
+        del CHAINS["all"]
+    x, y = inputs(16)
+    cfg = dataclasses.replace(RULE, kernel="fused")
+    drives, got = two_phase(net, x, y, cfg)
+    ref_drives, phases = three_phases(net, x, y, dataclasses.replace(cfg, kernel="torch"))
+    assert len(net.w_in) == 2
+    assert all(torch.equal(a, b) for a, b in zip(drives, ref_drives))
+    assert_same_relaxation(phases[-1], got)
+
+
 def test_the_inputs_are_not_modified() -> None:
     net = network("csr-1")
     drives = net.input_drives(inputs(16)[0])
