@@ -1,9 +1,9 @@
-"""darnn against darnax on recipe A, in rounds run back to back on the same machine.
+r"""darnn against darnax on recipe A, in rounds run back to back on the same machine.
 
 Each round runs ``benchmarks/speed.py --configs A --kernels torch,auto`` (this interpreter)
 and then ``benchmarks/darnax_speed.py`` (an interpreter with jax and a darnax checkout; see
 that script's docstring), and records both training throughputs and their ratio. The
-machine is shared and darnax's loop varies by up to 1.6x between runs, so several rounds
+machine is shared and darnax's loop varies by up to 1.7x between runs, so several rounds
 are kept, each a fair pair:
 
     PYTHONPATH=src python benchmarks/vs_darnax.py --darnax /tmp/darnax/src \\
@@ -49,6 +49,7 @@ def darnax_round(jax_python: str, darnax: str) -> dict:
 
 
 def main() -> None:
+    """Run the rounds, print one line each, write the record."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--darnax", required=True, help="the src folder of a darnax checkout")
     ap.add_argument("--jax-python", required=True, help="a Python with jax, equinox, optax")
@@ -60,17 +61,18 @@ def main() -> None:
         for k in range(args.rounds):
             darnn = darnn_round(Path(tmp) / f"speed{k}.json")
             darnax = darnax_round(args.jax_python, args.darnax)
-            loop, step = darnax["train"]["samples_per_s"], darnax["train"][
-                "samples_per_s_without_decay"
-            ]
+            loop = darnax["train"]["samples_per_s"]  # the tutorial's loop
+            step = darnax["train"]["samples_per_s_without_decay"]  # its jitted step alone
             ratios = {
-                kernel: {"vs_loop": r["samples_per_s"] / loop, "vs_jitted_step": r["samples_per_s"] / step}
+                kernel: {"vs_loop": r["samples_per_s"] / loop,
+                         "vs_jitted_step": r["samples_per_s"] / step}
                 for kernel, r in darnn.items()
             }  # fmt: skip
             rounds.append({"darnn": darnn, "darnax": darnax, "ratios": ratios})
-            print(json.dumps({"round": k, "darnax_loop": loop, "darnax_step": step,
-                              **{f"{kn}_samples_per_s": r["samples_per_s"] for kn, r in darnn.items()},
-                              "auto_vs_loop": ratios["auto"]["vs_loop"]}), flush=True)  # fmt: skip
+            speeds = {f"{kn}_samples_per_s": r["samples_per_s"] for kn, r in darnn.items()}
+            line = {"round": k, "darnax_loop": loop, "darnax_step": step, **speeds,
+                    "auto_vs_loop": ratios["auto"]["vs_loop"]}  # fmt: skip
+            print(json.dumps(line), flush=True)
     record = {
         "command": "PYTHONPATH=src python benchmarks/vs_darnax.py " + " ".join(sys.argv[1:]),
         "load_average_after": list(os.getloadavg()),

@@ -8,8 +8,12 @@ no Python between sweeps. It is compiled with the system C compiler (``$CC``, el
 on first use into a per-user cache, keyed by the source, the flags and the CPU, and loaded
 with ctypes: no build step, and a machine without a compiler runs the torch path.
 
+A training step makes one call for its input drives and its three phases
+(`phases_in_place`, from `darnn.learning.two_phase`); a batch of exactly 16 is split by
+units across the threads, larger batches by blocks.
+
 `learning.kernel` chooses ("auto", "torch", "fused"); `choose` decides, `relax_in_place`
-runs it. Where the fused path cannot run (no compiler, a CUDA device, float64, tanh units,
+runs one phase. Where the fused path cannot run (no compiler, a CUDA device, float64, tanh units,
 the asynchronous schedule, a trace) the torch path runs instead; with ``kernel="fused"`` it
 says why in one warning line. The kernel sums every product in the order of MKL's CSR
 product, so with CSR couplings it reproduces the torch path bit for bit where torch's CSR
