@@ -152,6 +152,15 @@ def test_the_one_call_computes_every_module_s_drive(name: str) -> None:
     assert_same_relaxation(phases[-1], got)
 
 
+def test_a_batch_of_the_wrong_shape_is_refused_before_the_kernel_reads_it() -> None:
+    net = network("csr-1")
+    x, y = inputs(16)
+    cfg = dataclasses.replace(RULE, kernel="fused")
+    for bad_x, bad_y in ((x[:, :-3], y), (x, y[:15]), (x, y.view(4, 4))):
+        with pytest.raises(ValueError, match=rf"x must have shape \(B, {D}\) and y shape"):
+            two_phase(net, bad_x, bad_y, cfg)
+
+
 def test_the_inputs_are_not_modified() -> None:
     net = network("csr-1")
     drives = net.input_drives(inputs(16)[0])

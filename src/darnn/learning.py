@@ -142,7 +142,12 @@ def two_phase(
         drives, phases = three_phases(net, x, y, cfg, generator)
         return drives, phases[-1]
     # The fused kernel computes the input drives, then runs the three phases in one call, as
-    # three_phases would on it.
+    # three_phases would on it. It reads raw memory: shapes are checked first.
+    if x.ndim != 2 or x.shape[1] != net.n_features or y.shape != (x.shape[0],):
+        raise ValueError(
+            f"x must have shape (B, {net.n_features}) and y shape (B,), got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
     x = batch_minor(x)
     s, h, h_int, drives = ([x.new_empty(n, x.shape[0]).T for n in rec.sizes] for _ in range(4))
     sweeps = torch.empty(x.shape[0], dtype=torch.int64)
