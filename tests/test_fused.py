@@ -44,8 +44,9 @@ RULE = LearningConfig(schedule="sequential", kappa_in=0.5, kappa_j=0.5, kappa_ou
                       lr_in=1.0, lr_j=1.0, lr_out=1.0)  # fmt: skip
 
 
-def network(name: str, seed: int = 0) -> Network:
-    net = Network(CHAINS[name], D, 10, seed=seed)
+def network(name: str | NetworkConfig, seed: int = 0) -> Network:
+    """One of CHAINS (or the given config), its weights on the dyadic grid."""
+    net = Network(CHAINS[name] if isinstance(name, str) else name, D, 10, seed=seed)
     for t in [*net.parameters(), *net.buffers()]:
         if t.is_floating_point():
             t.data = torch.round(t.data * 64) / 64  # masks (0/1) and J_D = 0.5 stay as they are
@@ -99,11 +100,7 @@ def test_a_team_of_threads_on_one_block_gives_the_same_bits(
     """A batch of 16 on a chain this large is split by units across the threads."""
     from darnn.threads import using_threads
 
-    CHAINS["team"] = NetworkConfig(hidden=hidden, j_density=1.0, w_in_density=1.0, **GRID)
-    try:
-        net = network("team")
-    finally:
-        del CHAINS["team"]
+    net = network(NetworkConfig(hidden=hidden, j_density=1.0, w_in_density=1.0, **GRID))
     drives = net.input_drives(inputs(16)[0])
     kw = {"schedule": schedule, "max_sweeps": 8}
     ref = relax(net.recurrent, drives, kernel="torch", **kw)
@@ -138,11 +135,7 @@ def test_the_three_phases_in_one_call_equal_three_relaxations(
 @pytest.mark.parametrize("name", ["csr-2", "dense-2"])
 def test_the_one_call_computes_every_module_s_drive(name: str) -> None:
     """With input to every module (network.input_to_all), each W_in x as the torch path."""
-    CHAINS["all"] = dataclasses.replace(CHAINS[name], input_to_all=True)
-    try:
-        net = network("all")
-    finally:
-        del CHAINS["all"]
+    net = network(dataclasses.replace(CHAINS[name], input_to_all=True))
     x, y = inputs(16)
     cfg = dataclasses.replace(RULE, kernel="fused")
     drives, got = two_phase(net, x, y, cfg)

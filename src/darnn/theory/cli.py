@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import rundir
 from ..cliargs import comma_list
-from ..config import SCHEDULES
+from ..config import SCHEDULES, keywords_for
 from ..files import write_text
 from .access import access_experiment, transition_points
 from .counting import count_experiment
@@ -127,14 +127,8 @@ def _settings(args: argparse.Namespace, experiment: Callable[..., Any]) -> dict[
     """The experiment's keyword arguments from the parsed options, as plain data."""
     if not (args.memory_gib > 0 and math.isfinite(args.memory_gib)):
         raise ValueError(f"--memory-gib={args.memory_gib} is not valid; it must be > 0")
-    settings: dict[str, Any] = {}
-    for name in inspect.signature(experiment).parameters:
-        if name == "memory_budget":
-            settings[name] = args.memory_gib * 2**30
-        elif name in vars(args):
-            value = getattr(args, name)
-            settings[name] = list(value) if isinstance(value, (tuple, list)) else value
-    return settings
+    settings = keywords_for(experiment, vars(args), memory_budget=args.memory_gib * 2**30)
+    return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in settings.items()}
 
 
 @contextlib.contextmanager
