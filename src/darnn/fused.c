@@ -71,6 +71,39 @@ static inline lanes_t add_row(const coupling_t *c, int64_t row, const float *res
     return acc + sum;
 }
 
+/* add_row for the `rows` (<= ROWS) rows from `row` at once, each summed in its own order:
+ * their additions are independent, so the CPU overlaps them rather than wait for each
+ * result before the next addition of the same row. */
+#define ROWS 4
+static inline void add_rows(const coupling_t *c, int64_t row, int rows, const float *restrict s,
+                            lanes_t *acc) {
+    if (c->kind != CSR) {
+        for (int r = 0; r < rows; r++) acc[r] = add_row(c, row + r, s, acc[r]);
+        return;
+    }
+    const float *restrict val = c->values;
+    const int32_t *restrict col = c->col;
+    int32_t p[ROWS], shared = INT32_MAX;
+    lanes_t sum[ROWS];
+    for (int r = 0; r < rows; r++) {
+        p[r] = c->crow[row + r];
+        const int32_t n = c->crow[row + r + 1] - p[r];
+        shared = n < shared ? n : shared;
+        sum[r] = (lanes_t){0};
+    }
+    if (rows == ROWS) /* a constant count: the rows' sums stay in registers */
+        for (int32_t k = 0; k < shared; k++)
+            for (int r = 0; r < ROWS; r++)
+                sum[r] += val[p[r] + k] * load(s + (int64_t)col[p[r] + k] * LANES);
+    else
+        shared = 0;
+    for (int r = 0; r < rows; r++) {
+        for (int32_t q = p[r] + shared; q < c->crow[row + r + 1]; q++)
+            sum[r] += val[q] * load(s + (int64_t)col[q] * LANES);
+        acc[r] += sum[r];
+    }
+}
+
 typedef struct {
     int32_t n_layers;
     const int32_t *sizes;
@@ -96,16 +129,22 @@ static void module_field(const chain_t *ch, int l, float *const *s, const float 
     int64_t lo, hi;
     units_of(p, ch->sizes[l], &lo, &hi);
     mask_t bad = {0}; /* -1 in the lanes with an unstable unit */
-    for (int64_t i = lo; i < hi; i++) {
-        const lanes_t si = load(s[l] + i * LANES);
-        lanes_t acc = load(ext + i * LANES) + ch->j_d * si;
-        acc = add_row(&ch->J[l], i, s[l], acc);
-        if (l > 0) acc = add_row(&ch->fwd[l], i, s[l - 1], acc);
-        if (l < ch->n_layers - 1) acc = add_row(&ch->bwd[l], i, s[l + 1], acc);
-        const mask_t kept = ((mask_t)load(h + i * LANES) & frozen) | ((mask_t)acc & ~frozen);
-        acc = (lanes_t)kept;
-        memcpy(h + i * LANES, &acc, sizeof acc);
-        bad |= si * acc <= 0.0f;
+    for (int64_t i0 = lo; i0 < hi; i0 += ROWS) {
+        const int rows = hi - i0 < ROWS ? (int)(hi - i0) : ROWS;
+        lanes_t acc[ROWS];
+        for (int r = 0; r < rows; r++)
+            acc[r] = load(ext + (i0 + r) * LANES) + ch->j_d * load(s[l] + (i0 + r) * LANES);
+        add_rows(&ch->J[l], i0, rows, s[l], acc);
+        if (l > 0) add_rows(&ch->fwd[l], i0, rows, s[l - 1], acc);
+        if (l < ch->n_layers - 1) add_rows(&ch->bwd[l], i0, rows, s[l + 1], acc);
+        for (int r = 0; r < rows; r++) {
+            const int64_t i = i0 + r;
+            const lanes_t si = load(s[l] + i * LANES);
+            const mask_t kept = ((mask_t)load(h + i * LANES) & frozen) | ((mask_t)acc[r] & ~frozen);
+            const lanes_t hi_ = (lanes_t)kept;
+            memcpy(h + i * LANES, &hi_, sizeof hi_);
+            bad |= si * hi_ <= 0.0f;
+        }
     }
     for (int k = 0; k < LANES; k++) unstable[k] |= bad[k] != 0;
 }
@@ -442,10 +481,15 @@ static int input_drives(const chain_t *ch, const coupling_t *w_in, const float *
             for (int l = 0; l < L; l++) {
                 int64_t lo, hi;
                 units_of(rows, ch->sizes[l], &lo, &hi);
-                for (int64_t i = lo; i < hi; i++) {
-                    const lanes_t v = add_row(&w_in[l], i, src, (lanes_t){0});
-                    if (one_block) memcpy(ext[l] + i * LANES, &v, sizeof v);
-                    else for (int k = 0; k < nb; k++) ext[l][i * B + b0 + k] = v[k];
+                for (int64_t i0 = lo; i0 < hi; i0 += ROWS) {
+                    const int rows = hi - i0 < ROWS ? (int)(hi - i0) : ROWS;
+                    lanes_t v[ROWS] = {{0}};
+                    add_rows(&w_in[l], i0, rows, src, v);
+                    for (int r = 0; r < rows; r++) {
+                        const int64_t i = i0 + r;
+                        if (one_block) memcpy(ext[l] + i * LANES, &v[r], sizeof v[r]);
+                        else for (int k = 0; k < nb; k++) ext[l][i * B + b0 + k] = v[r][k];
+                    }
                 }
             }
         }
@@ -455,7 +499,7 @@ static int input_drives(const chain_t *ch, const coupling_t *w_in, const float *
 }
 
 /* The three phases of a training step in one call: the warm-up from s = 0 under the input
- * drives `ext`, the clamped phase (the label field `label`, batch-minor (N_L, B), added to
+ * drives `ext`, the clamped phase (the label field `label`, batch-major (B, N_L), added to
  * the last module's drive) and the free phase, each from where the one before ended and
  * with exactly the arithmetic of the torch path (darnn.learning.three_phases): a phase
  * starts from the total fields external + internal of the one before. max_sweeps: the
@@ -479,8 +523,10 @@ int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, 
         memcpy(h[l], ext[l], (size_t)n * sizeof(float));
         phase_ext[l] = ext[l];
     }
-    const int64_t n_last = ch->sizes[L - 1] * B;
-    for (int64_t i = 0; i < n_last; i++) clamped_ext[i] = ext[L - 1][i] + label[i];
+    const int64_t n_last = ch->sizes[L - 1];
+    for (int64_t i = 0; i < n_last; i++)
+        for (int64_t b = 0; b < B; b++)
+            clamped_ext[i * B + b] = ext[L - 1][i * B + b] + label[b * n_last + i];
     for (int phase = 0; phase < 3; phase++) {
         const int unchecked = phase == 0 && max_sweeps[0] > 0; /* from s = 0 */
         if (phase > 0) {
@@ -496,4 +542,139 @@ int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, 
         if (status != 0) return status;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ the local rule's update
+ *
+ * values <- alpha * (post^T pre)[stored] + beta * values for a CSR matrix and a batch of
+ * LANES, with the bits of torch.sparse.sampled_addmm on the CPU. Its dot product of two
+ * LANES-vectors is a product per lane and then a tree of additions: lanes l and l + 8, then
+ * l + 4, l + 2, l + 1 (ATen's vectorized reduction). Here LANES stored entries are reduced
+ * together: their product vectors are folded pairwise, each fold adding the same lanes as
+ * the tree, so one vector ends with the LANES sums (half the time of one tree per entry,
+ * which ends in one lane). The folds shuffle 512-bit registers: without AVX-512 they
+ * cost more than they save, and the update stays torch's (darnn_update_compiled). The
+ * rule's post-synaptic terms are in {-1, -0, +0, +1}: each
+ * product is exact, so whether torch fuses a product with an addition cannot matter. A row
+ * whose post terms are all zero only decays (a third of the rows in a trained recipe-A
+ * step): beta * value, unless that is itself zero (where the sign of a zero sum shows).
+ * `combine` is how torch forms the result (darnn.fused.calibrate finds it): 0 fma(alpha,
+ * dot, beta value), 1 fma(beta, value, alpha dot), 2 alpha dot + beta value. */
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+/* Fold k (0..3) of two vectors of 2^k segments of 16 >> k lanes: every segment's upper
+ * half is added to its lower half, and the halves of a's segments, then b's, make the
+ * result. FOLD_LOWER[k]: where each result lane's lower term lies (0-15 in a, 16-31 in b);
+ * its upper term lies 8 >> k further. */
+static const int32_t FOLD_LOWER[4][LANES] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+    {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+    {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+};
+
+static inline lanes_t fold(lanes_t a, lanes_t b, int k) {
+    const __m512i lower = _mm512_loadu_si512(FOLD_LOWER[k]);
+    const __m512i upper = _mm512_add_epi32(lower, _mm512_set1_epi32(8 >> k));
+    return (lanes_t)_mm512_permutex2var_ps((__m512)a, lower, (__m512)b) +
+           (lanes_t)_mm512_permutex2var_ps((__m512)a, upper, (__m512)b);
+}
+
+/* alpha dot + beta value as torch forms it (`combine`), for LANES entries. */
+static inline lanes_t combine_lanes(int mode, float a, lanes_t dot, float b, lanes_t v) {
+    lanes_t out;
+    if (mode == 0) {
+        const lanes_t bv = b * v;
+        for (int q = 0; q < LANES; q++) out[q] = __builtin_fmaf(a, dot[q], bv[q]);
+    } else if (mode == 1) {
+        const lanes_t ad = a * dot;
+        for (int q = 0; q < LANES; q++) out[q] = __builtin_fmaf(b, v[q], ad[q]);
+    } else {
+        out = a * dot + b * v;
+    }
+    return out;
+}
+
+/* One row's stored entries [begin, end), LANES at a time; post: the row's post terms. */
+static void update_row(int32_t begin, int32_t end, const int32_t *restrict col,
+                       float *restrict values, const float *post, const float *restrict pre,
+                       float a, float b, int mode) {
+    const lanes_t post_v = load(post);
+    for (int32_t p0 = begin; p0 < end; p0 += LANES) {
+        const int n = end - p0 < LANES ? end - p0 : LANES;
+        /* Entry q's products (zero past the row's end), folded pairwise as soon as they
+         * are there: few vectors alive at once. Entry q's sum ends in lane q. */
+#define PRODUCT(q) \
+    ((q) < n ? post_v * load(pre + (int64_t)col[p0 + (q)] * LANES) : (lanes_t){0})
+        lanes_t z[2], v = {0};
+        for (int half = 0; half < 2; half++) {
+            lanes_t w[2];
+            for (int k = 0; k < 2; k++) {
+                const int q = 8 * half + 4 * k;
+                w[k] = fold(fold(PRODUCT(q), PRODUCT(q + 1), 0),
+                            fold(PRODUCT(q + 2), PRODUCT(q + 3), 0), 1);
+            }
+            z[half] = fold(w[0], w[1], 2);
+        }
+#undef PRODUCT
+        const lanes_t dot = fold(z[0], z[1], 3);
+        if (n == LANES) v = load(values + p0);
+        else memcpy(&v, values + p0, (size_t)n * sizeof(float));
+        const lanes_t out = combine_lanes(mode, a, dot, b, v);
+        if (n == LANES) memcpy(values + p0, &out, sizeof out);
+        else for (int q = 0; q < n; q++) values[p0 + q] = out[q];
+    }
+}
+
+#endif /* __AVX512F__ */
+
+/* The update of a CSR matrix (n_out, n_in) from batch-minor post (n_out, LANES) and pre
+ * (n_in, LANES) terms. Returns 0; 1 without touching `values` when an operand is outside
+ * what this exact path covers (a post term not in {-1, 0, 1}, a pre term not finite), and
+ * always without AVX-512: the caller then runs torch's own. */
+int darnn_sampled_update_f32(int64_t n_out, const int32_t *crow, const int32_t *col,
+                             float *values, const float *post, const float *pre, int64_t n_in,
+                             double alpha, double beta, int32_t combine, int32_t threads) {
+#ifndef __AVX512F__
+    (void)n_out, (void)crow, (void)col, (void)values, (void)post, (void)pre, (void)n_in;
+    (void)alpha, (void)beta, (void)combine, (void)threads;
+    return 1;
+#else
+    /* Branch-free scans (they vectorize): x - x is 0 for a finite x, NaN otherwise. */
+    int odd = 0;
+    for (int64_t i = 0; i < n_out * LANES; i++)
+        odd |= (post[i] != 0.0f) & (post[i] != 1.0f) & (post[i] != -1.0f);
+    for (int64_t i = 0; i < n_in * LANES; i++) odd |= pre[i] - pre[i] != 0.0f;
+    if (odd) return 1;
+    const float a = (float)alpha, b = (float)beta;
+    const int team = threads > 1 && crow[n_out] >= TEAM_MIN_ENTRIES;
+#pragma omp parallel for num_threads(threads) schedule(static) if (team)
+    for (int64_t i = 0; i < n_out; i++) {
+        const float *pi = post + i * LANES;
+        const mask_t nonzero = load(pi) != 0.0f;
+        int active = 0;
+        for (int l = 0; l < LANES; l++) active |= nonzero[l];
+        if (active) {
+            update_row(crow[i], crow[i + 1], col, values, pi, pre, a, b, combine);
+            continue;
+        }
+        /* A zero sum: beta * value, unless that is a zero too (then the zero's sign shows). */
+        int zero = 0;
+        for (int32_t p = crow[i]; p < crow[i + 1]; p++) zero |= b * values[p] == 0.0f;
+        if (zero) update_row(crow[i], crow[i + 1], col, values, pi, pre, a, b, combine);
+        else for (int32_t p = crow[i]; p < crow[i + 1]; p++) values[p] *= b;
+    }
+    return 0;
+#endif
+}
+
+/* Whether darnn_sampled_update_f32 does the update here (with AVX-512) or declines it all. */
+int darnn_update_compiled(void) {
+#ifdef __AVX512F__
+    return 1;
+#else
+    return 0;
+#endif
 }

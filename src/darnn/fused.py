@@ -10,7 +10,8 @@ with ctypes: no build step, and a machine without a compiler runs the torch path
 
 A training step makes one call for its input drives and its three phases
 (`phases_in_place`, from `darnn.learning.two_phase`); a batch of exactly 16 is split by
-units across the threads, larger batches by blocks.
+units across the threads, larger batches by blocks. The local rule's sparse updates run in
+the same library (`darnn.sampled`).
 
 `learning.kernel` chooses ("auto", "torch", "fused"); `choose` decides, `relax_in_place`
 runs one phase. Where the fused path cannot run (no compiler, a CUDA device, float64, tanh units,
@@ -160,7 +161,7 @@ def library() -> ctypes.CDLL | None:
     """The loaded kernel, built on first use; None (with one warning) if it cannot be."""
     try:
         lib = ctypes.CDLL(str(build()))
-        fn, phases = lib.darnn_relax_f32, lib.darnn_phases_f32
+        fn, phases, update = lib.darnn_relax_f32, lib.darnn_phases_f32, lib.darnn_sampled_update_f32
     except (KernelUnavailable, OSError, AttributeError) as err:  # AttributeError: no symbol
         warnings.warn(f"darnn: the fused CPU kernel is unavailable, using the torch path: {err}",
                       FusedKernelWarning, stacklevel=2)  # fmt: skip
@@ -174,6 +175,9 @@ def library() -> ctypes.CDLL | None:
                    *[ctypes.c_void_p] * 4, *tail]  # fmt: skip
     phases.argtypes = [chain, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                        *sequential_batch, *[ctypes.c_void_p] * 7, *tail]  # fmt: skip
+    update.restype = lib.darnn_update_compiled.restype = ctypes.c_int
+    update.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_double,
+                       ctypes.c_double, ctypes.c_int32, ctypes.c_int32]  # fmt: skip
     return lib
 
 
@@ -364,7 +368,7 @@ def phases_in_place(
     """A training step's warm-up, clamped and free phases in one call (`relax_in_place` x 3).
 
     The warm-up starts at s = 0 under the input ``drives``; the clamped phase adds the
-    batch-minor ``label`` field to the last module's drive; each phase starts where the one
+    contiguous (B, N_L) ``label`` field to the last module's drive; each phase starts where the one
     before ended, with the torch path's arithmetic (darnn.learning.three_phases).
     ``max_sweeps``: the three phases' caps. ``inputs``: (`input_couplings`, the batch x),
     whose drives W_in x the kernel computes into ``drives`` first. ``s``, ``h``, ``h_int``
@@ -373,12 +377,15 @@ def phases_in_place(
     """
     lib, struct = _runnable(chain, j_d)
     batch = drives[0].shape[0]
+    if label.shape != h[-1].shape or label.dtype != torch.float32 or not label.is_contiguous():
+        raise ValueError("the fused kernel takes a contiguous float32 (B, N_L) label field")
     converged = torch.empty(batch, dtype=torch.uint8)
     clamped = torch.empty_like(h[-1])
     w_in, x = inputs
     status = lib.darnn_phases_f32(
         struct, w_in, _pointers([x])[0], x.shape[1], int(sequential), batch,
-        (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives), *_pointers([label, clamped]),
+        (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives), label.data_ptr(),
+        _pointers([clamped])[0],
         _pointers(s), _pointers(h), _pointers(h_int),
         sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip

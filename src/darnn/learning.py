@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import fused, protocol
+from . import fused, protocol, sampled
 from .config import EVAL_BATCH_SIZE, LearningConfig
 from .continuous import j_post
-from .couplings import batch_minor
+from .couplings import SparseCoupling, batch_minor
 from .dynamics import Relaxation, chunk_size, fused_compaction, relax
 from .network import Network
 
@@ -82,9 +82,16 @@ def local_rule(
     offset = net.recurrent.j_d_value if cfg.margin_convention == "offdiag" else 0.0
     rec = net.recurrent
 
+    # The C update gives torch's bits faster (darnn.sampled); kernel="torch": torch's own.
+    fused_update = cfg.kernel != "torch" and x.device.type == "cpu"
+
     def update(coupling, post: Tensor, pre: Tensor, lr: float, decay: float, fan_in: float) -> None:  # type: ignore[no-untyped-def]
-        if lr or decay:
-            coupling.add_outer_(post, pre, alpha=lr * inv_sqrt_b / math.sqrt(fan_in), decay=decay)
+        if not (lr or decay):
+            return
+        alpha = lr * inv_sqrt_b / math.sqrt(fan_in)
+        if not (fused_update and isinstance(coupling, SparseCoupling)
+                and sampled.add_outer_(coupling, post, pre, alpha, decay)):  # fmt: skip
+            coupling.add_outer_(post, pre, alpha=alpha, decay=decay)
 
     unstable_j = states[-1]
     same_margin = cfg.kappa_in == cfg.kappa_j  # then W_in and J share one post-synaptic term

@@ -1,0 +1,99 @@
+"""The local rule's sparse update in C, with the bits of torch's sampled product.
+
+`SparseCoupling.add_outer_` forms W <- (W + alpha post^T pre) (1 - decay) on the stored
+entries with torch.sparse.sampled_addmm. For a training batch of 16 `add_outer_` here does
+the same in the fused library (darnn.fused; the C code is in fused.c): it sums sixteen
+entries' dot products together, in the order torch sums each one, so that the weights are
+the same bit for bit, and a row with no non-zero post term only decays. About half of
+torch's time per entry; docs/speed.md has the measurements. `calibrate` checks, once, that
+the result is torch's here; where it is not (or the CPU has no AVX-512), the update stays
+torch's own.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from .couplings import SparseCoupling, batch_minor
+from .fused import library
+
+UPDATE_BATCH = 16  # the batch the fused update takes (the kernel's block of lanes)
+
+
+@functools.cache
+def calibrate() -> int | None:
+    """How this torch forms ``alpha * dot + beta * value`` in its CPU sampled product.
+
+    The fused update (`add_outer_`) reproduces torch.sparse.sampled_addmm bit for bit; the
+    one thing that varies between builds and CPUs is whether that last step is fused into a
+    multiply-add, and which way (0, 1, 2: see fused.c). Each way is tried on a small random
+    problem (rows with no, few and many non-zero post terms; zero weights, where the sign of
+    a zero sum shows); the one that gives torch's bits is returned, or None when none does
+    (a torch whose sum runs in another order): the update then stays torch's own.
+    """
+    lib = library()
+    if lib is None or not lib.darnn_update_compiled():  # built without AVX-512 (fused.c)
+        return None
+    gen = torch.Generator().manual_seed(0)
+    n_out, n_in, batch = 96, 80, UPDATE_BATCH
+    support = torch.rand(n_out, n_in, generator=gen) < 0.3
+    weights = torch.randn(n_out, n_in, generator=gen)
+    weights[:4], weights[4:6] = 0.0, -0.0  # rows where the sign of a zero sum shows
+    active = (torch.rand(batch, n_out, generator=gen) < torch.linspace(0, 1, n_out)).float()
+    post = active * torch.where(torch.rand(batch, n_out, generator=gen) < 0.5, 1.0, -1.0)
+    pre = torch.rand(batch, n_in, generator=gen) * (torch.rand(batch, n_in, generator=gen) < 0.7)
+    alpha, decay = 0.0123456789, 6.29e-5
+    ref = SparseCoupling.from_dense(weights, support)
+    ref.add_outer_(post, pre, alpha, decay)
+    for mode in range(3):
+        got = SparseCoupling.from_dense(weights, support)
+        if _update(lib, got, post, pre, alpha, decay, mode, 1) == 0 and torch.equal(
+            got.values.view(torch.int32), ref.values.view(torch.int32)
+        ):
+            return mode
+    return None
+
+
+def add_outer_(
+    coupling: SparseCoupling, post: Tensor, pre: Tensor, alpha: float, decay: float = 0.0
+) -> bool:
+    """`SparseCoupling.add_outer_` in C, with its bits; False (nothing done) where it can't.
+
+    It covers the local rule's updates: a batch of UPDATE_BATCH on the CPU in float32,
+    post-synaptic terms in {-1, 0, 1}, finite pre-synaptic ones, and a torch whose result
+    `calibrate` could reproduce. Sixteen entries' sums are formed together (half of torch's
+    time per entry), and a row with no non-zero post term only decays (docs/speed.md).
+    """
+    batch = post.shape[0]
+    if (
+        batch != UPDATE_BATCH
+        or pre.shape[0] != batch
+        or post.shape[1] != coupling.n_out
+        or pre.shape[1] != coupling.n_in
+        or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (post, pre))
+        or coupling.values.dtype != torch.float32
+        or coupling.col.dtype != torch.int32
+        or not coupling.values.is_contiguous()
+    ):
+        return False
+    mode = calibrate()
+    lib = library()
+    if mode is None or lib is None:
+        return False
+    return _update(lib, coupling, post, pre, alpha, decay, mode, torch.get_num_threads()) == 0
+
+
+def _update(  # type: ignore[no-untyped-def]
+    lib, coupling: SparseCoupling, post: Tensor, pre: Tensor, alpha: float, decay: float,
+    mode: int, threads: int,
+) -> int:  # fmt: skip
+    keep = 1.0 - decay  # the arguments SparseCoupling.add_outer_ hands torch
+    post_t, pre_t = batch_minor(post).T, batch_minor(pre).T  # (n, B), contiguous
+    return lib.darnn_sampled_update_f32(
+        coupling.n_out, coupling.crow.data_ptr(), coupling.col.data_ptr(),
+        coupling.values.data_ptr(), post_t.data_ptr(), pre_t.data_ptr(), coupling.n_in,
+        alpha * keep, keep, mode, threads,
+    )  # fmt: skip
