@@ -71,39 +71,6 @@ static inline lanes_t add_row(const coupling_t *c, int64_t row, const float *res
     return acc + sum;
 }
 
-/* add_row for the `rows` (<= ROWS) rows from `row` at once, each summed in its own order:
- * their additions are independent, so the CPU overlaps them rather than wait for each
- * result before the next addition of the same row. */
-#define ROWS 4
-static inline void add_rows(const coupling_t *c, int64_t row, int rows, const float *restrict s,
-                            lanes_t *acc) {
-    if (c->kind != CSR) {
-        for (int r = 0; r < rows; r++) acc[r] = add_row(c, row + r, s, acc[r]);
-        return;
-    }
-    const float *restrict val = c->values;
-    const int32_t *restrict col = c->col;
-    int32_t p[ROWS], shared = INT32_MAX;
-    lanes_t sum[ROWS];
-    for (int r = 0; r < rows; r++) {
-        p[r] = c->crow[row + r];
-        const int32_t n = c->crow[row + r + 1] - p[r];
-        shared = n < shared ? n : shared;
-        sum[r] = (lanes_t){0};
-    }
-    if (rows == ROWS) /* a constant count: the rows' sums stay in registers */
-        for (int32_t k = 0; k < shared; k++)
-            for (int r = 0; r < ROWS; r++)
-                sum[r] += val[p[r] + k] * load(s + (int64_t)col[p[r] + k] * LANES);
-    else
-        shared = 0;
-    for (int r = 0; r < rows; r++) {
-        for (int32_t q = p[r] + shared; q < c->crow[row + r + 1]; q++)
-            sum[r] += val[q] * load(s + (int64_t)col[q] * LANES);
-        acc[r] += sum[r];
-    }
-}
-
 typedef struct {
     int32_t n_layers;
     const int32_t *sizes;
@@ -129,22 +96,16 @@ static void module_field(const chain_t *ch, int l, float *const *s, const float 
     int64_t lo, hi;
     units_of(p, ch->sizes[l], &lo, &hi);
     mask_t bad = {0}; /* -1 in the lanes with an unstable unit */
-    for (int64_t i0 = lo; i0 < hi; i0 += ROWS) {
-        const int rows = hi - i0 < ROWS ? (int)(hi - i0) : ROWS;
-        lanes_t acc[ROWS];
-        for (int r = 0; r < rows; r++)
-            acc[r] = load(ext + (i0 + r) * LANES) + ch->j_d * load(s[l] + (i0 + r) * LANES);
-        add_rows(&ch->J[l], i0, rows, s[l], acc);
-        if (l > 0) add_rows(&ch->fwd[l], i0, rows, s[l - 1], acc);
-        if (l < ch->n_layers - 1) add_rows(&ch->bwd[l], i0, rows, s[l + 1], acc);
-        for (int r = 0; r < rows; r++) {
-            const int64_t i = i0 + r;
-            const lanes_t si = load(s[l] + i * LANES);
-            const mask_t kept = ((mask_t)load(h + i * LANES) & frozen) | ((mask_t)acc[r] & ~frozen);
-            const lanes_t hi_ = (lanes_t)kept;
-            memcpy(h + i * LANES, &hi_, sizeof hi_);
-            bad |= si * hi_ <= 0.0f;
-        }
+    for (int64_t i = lo; i < hi; i++) {
+        const lanes_t si = load(s[l] + i * LANES);
+        lanes_t acc = load(ext + i * LANES) + ch->j_d * si;
+        acc = add_row(&ch->J[l], i, s[l], acc);
+        if (l > 0) acc = add_row(&ch->fwd[l], i, s[l - 1], acc);
+        if (l < ch->n_layers - 1) acc = add_row(&ch->bwd[l], i, s[l + 1], acc);
+        const mask_t kept = ((mask_t)load(h + i * LANES) & frozen) | ((mask_t)acc & ~frozen);
+        acc = (lanes_t)kept;
+        memcpy(h + i * LANES, &acc, sizeof acc);
+        bad |= si * acc <= 0.0f;
     }
     for (int k = 0; k < LANES; k++) unstable[k] |= bad[k] != 0;
 }
@@ -481,15 +442,10 @@ static int input_drives(const chain_t *ch, const coupling_t *w_in, const float *
             for (int l = 0; l < L; l++) {
                 int64_t lo, hi;
                 units_of(rows, ch->sizes[l], &lo, &hi);
-                for (int64_t i0 = lo; i0 < hi; i0 += ROWS) {
-                    const int rows = hi - i0 < ROWS ? (int)(hi - i0) : ROWS;
-                    lanes_t v[ROWS] = {{0}};
-                    add_rows(&w_in[l], i0, rows, src, v);
-                    for (int r = 0; r < rows; r++) {
-                        const int64_t i = i0 + r;
-                        if (one_block) memcpy(ext[l] + i * LANES, &v[r], sizeof v[r]);
-                        else for (int k = 0; k < nb; k++) ext[l][i * B + b0 + k] = v[r][k];
-                    }
+                for (int64_t i = lo; i < hi; i++) {
+                    const lanes_t v = add_row(&w_in[l], i, src, (lanes_t){0});
+                    if (one_block) memcpy(ext[l] + i * LANES, &v, sizeof v);
+                    else for (int k = 0; k < nb; k++) ext[l][i * B + b0 + k] = v[k];
                 }
             }
         }
