@@ -174,3 +174,31 @@ def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path: Path) -> Non
     assert available_memory(meminfo, v1) == 1995
     physical = available_memory(tmp_path / "absent", no_cgroup)  # not Linux: total RAM
     assert physical is None or physical > 0
+
+
+def test_the_label_field_follows_every_change_of_w_back() -> None:
+    cfg = NetworkConfig(hidden=(16,), label_encoding="rescaled", w_out_strength=1.0)
+    net = Network(cfg, 5, 7, seed=1)
+    y = torch.tensor([6, 0, 3])
+
+    def expected() -> torch.Tensor:
+        off, on = float(net.label_code[0]), float(net.label_code[1])
+        codes = torch.full((3, 7), off)
+        codes[torch.arange(3), y] = on
+        return codes @ net.w_back.T
+
+    assert torch.allclose(net.label_field(y), expected(), atol=1e-6)
+    net.w_back.mul_(-3.0)  # in place
+    assert torch.allclose(net.label_field(y), expected(), atol=1e-6)
+    other = Network(cfg, 5, 7, seed=2)
+    net.load_state_dict(other.state_dict())  # copied in
+    assert torch.allclose(net.label_field(y), expected(), atol=1e-6)
+    net.w_back = torch.randn(16, 7)  # replaced
+    assert torch.allclose(net.label_field(y), expected(), atol=1e-6)
+    net.label_code.copy_(torch.tensor([-1.0, 1.0]))  # another code
+    assert torch.allclose(net.label_field(y), expected(), atol=1e-6)
+    with torch.inference_mode():  # tensors without a version counter
+        built = Network(cfg, 5, 7, seed=1)
+        first = built.label_field(y)
+        built.w_back.mul_(2.0)
+        assert torch.allclose(built.label_field(y), 2 * first, atol=1e-6)

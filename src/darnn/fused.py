@@ -48,6 +48,9 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c11", "-shared", "-f
 # Threads come from OpenMP (torch's own libgomp where torch uses it); a compiler without
 # OpenMP builds the serial kernel.
 OPENMP = "-fopenmp"
+# Functions and loops on 64-byte lines: the sweeps' speed otherwise moved by 8-13 % with the
+# place the linker gave them, i.e. with unrelated code added to the file (docs/speed.md).
+ALIGN = ("-falign-functions=64", "-falign-loops=64")
 # Dense couplings: the kernel multiplies row by row, BLAS in cache-blocked tiles. On a
 # 2-core machine (benchmarks/results-cpu-dense.json) batch-16 training of recipe B at
 # N = 256 ran 7 % faster fused on one thread and level on two; at N = 500, 2 % faster on
@@ -112,7 +115,7 @@ def build(compiler: str | None = None, folder: Path | None = None) -> Path:
     """
     cc = compiler or os.environ.get("CC") or "cc"
     source = SOURCE.read_bytes()
-    options = " ".join((*FLAGS, OPENMP)).encode()
+    options = " ".join((*FLAGS, *ALIGN, OPENMP)).encode()
     key = hashlib.sha256(b"\0".join([source, options, cc.encode(), _cpu_flags().encode()]))
     lib_name = f"fused-{key.hexdigest()[:16]}.so"
     folder = folder or cache_dir()
@@ -124,7 +127,7 @@ def build(compiler: str | None = None, folder: Path | None = None) -> Path:
     except OSError as err:
         raise KernelUnavailable(f"cannot write to {folder} ({err.strerror})") from err
     first_error = ""
-    for flags in ((*FLAGS, OPENMP), FLAGS):
+    for flags in ((*FLAGS, *ALIGN, OPENMP), (*FLAGS, OPENMP), FLAGS):
         error = _compile(cc, flags, folder, lib)
         if error is None:
             return lib
@@ -368,7 +371,7 @@ def phases_in_place(
     """A training step's warm-up, clamped and free phases in one call (`relax_in_place` x 3).
 
     The warm-up starts at s = 0 under the input ``drives``; the clamped phase adds the
-    contiguous (B, N_L) ``label`` field to the last module's drive; each phase starts where the one
+    batch-minor ``label`` field to the last module's drive; each phase starts where the one
     before ended, with the torch path's arithmetic (darnn.learning.three_phases).
     ``max_sweeps``: the three phases' caps. ``inputs``: (`input_couplings`, the batch x),
     whose drives W_in x the kernel computes into ``drives`` first. ``s``, ``h``, ``h_int``
@@ -377,15 +380,12 @@ def phases_in_place(
     """
     lib, struct = _runnable(chain, j_d)
     batch = drives[0].shape[0]
-    if label.shape != h[-1].shape or label.dtype != torch.float32 or not label.is_contiguous():
-        raise ValueError("the fused kernel takes a contiguous float32 (B, N_L) label field")
     converged = torch.empty(batch, dtype=torch.uint8)
     clamped = torch.empty_like(h[-1])
     w_in, x = inputs
     status = lib.darnn_phases_f32(
         struct, w_in, _pointers([x])[0], x.shape[1], int(sequential), batch,
-        (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives), label.data_ptr(),
-        _pointers([clamped])[0],
+        (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives), *_pointers([label, clamped]),
         _pointers(s), _pointers(h), _pointers(h_int),
         sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip

@@ -12,6 +12,7 @@ torch's own.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 
 import torch
@@ -20,14 +21,14 @@ from torch import Tensor
 from .couplings import SparseCoupling, batch_minor
 from .fused import library
 
-UPDATE_BATCH = 16  # the batch the fused update takes (the kernel's block of lanes)
+UPDATE_BATCH = 16  # the batch the C update takes (the kernel's block of lanes)
 
 
 @functools.cache
 def calibrate() -> int | None:
     """How this torch forms ``alpha * dot + beta * value`` in its CPU sampled product.
 
-    The fused update (`add_outer_`) reproduces torch.sparse.sampled_addmm bit for bit; the
+    The C update (`add_outer_`) reproduces torch.sparse.sampled_addmm bit for bit; the
     one thing that varies between builds and CPUs is whether that last step is fused into a
     multiply-add, and which way (0, 1, 2: see fused.c). Each way is tried on a small random
     problem (rows with no, few and many non-zero post terms; zero weights, where the sign of
@@ -73,8 +74,9 @@ def add_outer_(
         or pre.shape[0] != batch
         or post.shape[1] != coupling.n_out
         or pre.shape[1] != coupling.n_in
-        or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (post, pre))
-        or coupling.values.dtype != torch.float32
+        or any(
+            t.device.type != "cpu" or t.dtype != torch.float32 for t in (post, pre, coupling.values)
+        )
         or coupling.col.dtype != torch.int32
         or not coupling.values.is_contiguous()
     ):
@@ -86,9 +88,9 @@ def add_outer_(
     return _update(lib, coupling, post, pre, alpha, decay, mode, torch.get_num_threads()) == 0
 
 
-def _update(  # type: ignore[no-untyped-def]
-    lib, coupling: SparseCoupling, post: Tensor, pre: Tensor, alpha: float, decay: float,
-    mode: int, threads: int,
+def _update(
+    lib: ctypes.CDLL, coupling: SparseCoupling, post: Tensor, pre: Tensor, alpha: float,
+    decay: float, mode: int, threads: int,
 ) -> int:  # fmt: skip
     keep = 1.0 - decay  # the arguments SparseCoupling.add_outer_ hands torch
     post_t, pre_t = batch_minor(post).T, batch_minor(pre).T  # (n, B), contiguous
