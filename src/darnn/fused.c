@@ -13,6 +13,8 @@
  * independent samples, so the result does not depend on the vector width the compiler
  * picks; it is compiled with -ffp-contract=off (no fused multiply-adds): the same rounding
  * on every x86-64 CPU.
+ *
+ * The end of the file holds the local rule's sparse update (darnn/sampled.py calls it).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -506,14 +508,14 @@ int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, 
  * l + 4, l + 2, l + 1 (ATen's vectorized reduction). Here LANES stored entries are reduced
  * together: their product vectors are folded pairwise, each fold adding the same lanes as
  * the tree, so one vector ends with the LANES sums (half the time of one tree per entry,
- * which ends in one lane). The folds shuffle 512-bit registers: without AVX-512 they
- * cost more than they save, and the update stays torch's (darnn_update_compiled). The
- * rule's post-synaptic terms are in {-1, -0, +0, +1}: each
- * product is exact, so whether torch fuses a product with an addition cannot matter. A row
- * whose post terms are all zero only decays (a third of the rows in a trained recipe-A
- * step): beta * value, unless that is itself zero (where the sign of a zero sum shows).
- * `combine` is how torch forms the result (darnn.fused.calibrate finds it): 0 fma(alpha,
- * dot, beta value), 1 fma(beta, value, alpha dot), 2 alpha dot + beta value. */
+ * which ends in one lane). The folds shuffle 512-bit registers: without AVX-512 they cost
+ * more than they save, and the update stays torch's (darnn_update_compiled). The rule's
+ * post-synaptic terms are in {-1, -0, +0, +1}: each product is exact, so whether torch
+ * fuses a product with an addition cannot matter. A row whose post terms are all zero only
+ * decays (a third of the rows in a trained recipe-A step): beta * value, unless that is
+ * itself zero (where the sign of a zero sum shows). `combine` is how torch forms the result
+ * (darnn.sampled.calibrate finds it): 0 fma(alpha, dot, beta value), 1 fma(beta, value,
+ * alpha dot), 2 alpha dot + beta value. */
 
 #ifdef __AVX512F__
 #include <immintrin.h>
