@@ -315,3 +315,21 @@ def test_arguments_the_kernel_refuses_are_a_clear_error() -> None:
             chain, 0.5, ext, s, h, h_int, sweeps, max_sweeps=2, sequential=False,
             unchecked=True, given_internal=False, compaction=(7, 0.5, 1, 32),
         )  # fmt: skip
+
+
+def test_the_chain_is_rebuilt_when_indices_change_in_place() -> None:
+    # The chain holds a single CSR module's pattern by columns (for the skip of unchanged
+    # fields): an in-place change of the indices, as load_state_dict makes, must rebuild it.
+    net = network("csr-1")
+    rec = net.recurrent
+    first = fused.chain_of(rec)
+    assert fused.chain_of(rec) is first
+    rec.J[0].values.data.mul_(1.0)  # weights change in place at every step: same chain
+    assert fused.chain_of(rec) is first
+    rec.J[0].col.mul_(1)
+    assert fused.chain_of(rec) is not first
+    drives = net.input_drives(inputs(16)[0])
+    kw = {"max_sweeps": 6, "schedule": "synchronous"}
+    assert_same_relaxation(
+        relax(rec, drives, kernel="torch", **kw), relax(rec, drives, kernel="fused", **kw)
+    )

@@ -32,12 +32,15 @@
 
 enum { NONE = 0, DENSE = 1, CSR = 2, IDENTITY = 3 };
 
-/* One coupling matrix (n_out, n_in): dense row-major, CSR, or a diagonal vector. */
+/* One coupling matrix (n_out, n_in): dense row-major, CSR, or a diagonal vector. A CSR J
+ * of a single module also has its pattern by columns: the rows of column j are
+ * rows[ccol[j] .. ccol[j + 1]) (else both NULL). */
 typedef struct {
     int32_t kind;
     int32_t n_out, n_in;
     const float *values;
     const int32_t *crow, *col;
+    const int32_t *ccol, *rows;
 } coupling_t;
 
 /* A block's LANES values of one unit, as one vector (GCC/Clang vector extension: the
@@ -93,13 +96,20 @@ static inline void units_of(part_t p, int64_t n, int64_t *lo, int64_t *hi) {
     *hi = n * (p.tid + 1) / p.nt;
 }
 
+/* `stale`: NULL, or flags of the units whose field must be computed; the others read no
+ * state that moved since their field was computed here, which would give the same bits
+ * (same terms, same order): they keep it. */
 static void module_field(const chain_t *ch, int l, float *const *s, const float *ext, float *h,
-                         mask_t frozen, int32_t *unstable, part_t p) {
+                         mask_t frozen, int32_t *unstable, const uint8_t *stale, part_t p) {
     int64_t lo, hi;
     units_of(p, ch->sizes[l], &lo, &hi);
     mask_t bad = {0}; /* -1 in the lanes with an unstable unit */
     for (int64_t i = lo; i < hi; i++) {
         const lanes_t si = load(s[l] + i * LANES);
+        if (stale != NULL && !stale[i]) {
+            bad |= si * load(h + i * LANES) <= 0.0f;
+            continue;
+        }
         lanes_t acc = load(ext + i * LANES) + ch->j_d * si;
         acc = add_row(&ch->J[l], i, s[l], acc);
         if (l > 0) acc = add_row(&ch->fwd[l], i, s[l - 1], acc);
@@ -112,10 +122,45 @@ static void module_field(const chain_t *ch, int l, float *const *s, const float 
     for (int k = 0; k < LANES; k++) unstable[k] |= bad[k] != 0;
 }
 
-static void set_signs(int64_t n, const float *restrict h, float *restrict s, part_t p) {
+/* s <- sign(h); `moved` (if not NULL) flags the units whose state changed in some lane. */
+static void set_signs(int64_t n, const float *restrict h, float *restrict s, uint8_t *moved,
+                      part_t p) {
     int64_t lo, hi;
     units_of(p, n, &lo, &hi);
-    for (int64_t i = lo * LANES; i < hi * LANES; i++) s[i] = h[i] >= 0.0f ? 1.0f : -1.0f;
+    if (moved == NULL) {
+        for (int64_t i = lo * LANES; i < hi * LANES; i++) s[i] = h[i] >= 0.0f ? 1.0f : -1.0f;
+        return;
+    }
+    for (int64_t i = lo; i < hi; i++) {
+        int changed = 0;
+        for (int k = 0; k < LANES; k++) {
+            const float next = h[i * LANES + k] >= 0.0f ? 1.0f : -1.0f;
+            changed |= next != s[i * LANES + k];
+            s[i * LANES + k] = next;
+        }
+        moved[i] = (uint8_t)changed;
+    }
+}
+
+/* Flags in `stale` the units [lo, hi) of this thread that read a unit flagged in `moved`
+ * (the rows of its column in J, and itself); 0 if more than n / MOVED_MAX_FRACTION moved,
+ * when flagging would cost about what it saves. */
+#define MOVED_MAX_FRACTION 16
+static int stale_units(const coupling_t *J, int64_t n, const uint8_t *moved, uint8_t *stale,
+                       part_t p) {
+    int64_t count = 0, lo, hi;
+    for (int64_t j = 0; j < n; j++) count += moved[j];
+    if (count * MOVED_MAX_FRACTION > n) return 0;
+    units_of(p, n, &lo, &hi);
+    memset(stale + lo, 0, (size_t)(hi - lo));
+    for (int64_t j = 0; j < n && count > 0; j++) {
+        if (!moved[j]) continue;
+        count--;
+        if (j >= lo && j < hi) stale[j] = 1;
+        for (int32_t q = J->ccol[j]; q < J->ccol[j + 1]; q++)
+            if (J->rows[q] >= lo && J->rows[q] < hi) stale[J->rows[q]] = 1;
+    }
+    return 1;
 }
 
 static void count_unstable(const chain_t *ch, float *const *s, float *const *h, int32_t *unstable,
@@ -185,6 +230,7 @@ typedef struct {
     float **s, **h, **h_int;
     int64_t *sweeps;
     uint8_t *converged;
+    uint8_t *moved, *stale; /* (N) each, for a single CSR module with J by columns; else NULL */
     int status;
 } job_t;
 
@@ -259,17 +305,23 @@ static void relax_blocks(job_t *jb, part_t p, int32_t (*rows)[LANES]) {
                 for (int l = 0; l < L; l++) {
                     if (l > 0) {
                         int32_t ignored[LANES] = {0};
-                        module_field(ch, l, bs, be[l], bh[l], frozen, ignored, p);
+                        module_field(ch, l, bs, be[l], bh[l], frozen, ignored, NULL, p);
                         team_barrier(p); /* every thread has read s_l before it moves */
                     }
-                    set_signs(ch->sizes[l], bh[l], bs[l], p);
+                    set_signs(ch->sizes[l], bh[l], bs[l], NULL, p);
                     team_barrier(p);
                 }
             } else {
-                for (int l = 0; l < L; l++) set_signs(ch->sizes[l], bh[l], bs[l], p);
+                for (int l = 0; l < L; l++) set_signs(ch->sizes[l], bh[l], bs[l], jb->moved, p);
                 team_barrier(p);
             }
-            for (int l = 0; l < L; l++) module_field(ch, l, bs, be[l], bh[l], frozen, unstable, p);
+            /* Fields this call computed are kept where nothing they read moved (a single
+             * module); the ones it started from (external + internal of the phase before)
+             * are not its own sums, so the first sweep computes them all. */
+            const int skip = swept && jb->moved != NULL &&
+                             stale_units(&ch->J[0], ch->sizes[0], jb->moved, jb->stale, p);
+            for (int l = 0; l < L; l++)
+                module_field(ch, l, bs, be[l], bh[l], frozen, unstable, skip ? jb->stale : NULL, p);
             team_unstable(p, rows, unstable); /* its barrier: every field is in place */
             swept = 1;
         }
@@ -381,10 +433,19 @@ int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t ma
     if (n_jobs > blocks) n_jobs = blocks < 1 ? 1 : blocks;
     if (n_jobs > MAX_THREADS) n_jobs = MAX_THREADS;
     job_t jobs[MAX_THREADS];
+    const int64_t n0 = ch->sizes[0]; /* a single CSR module: flags for the skip above */
+    const int track = ch->n_layers == 1 && ch->J[0].kind == CSR && ch->J[0].ccol != NULL;
+    uint8_t *flags = track ? malloc((size_t)(2 * n_jobs * n0)) : NULL;
+    if (track && flags == NULL) {
+        free(frozen);
+        return -1;
+    }
     for (int64_t j = 0; j < n_jobs; j++)
         jobs[j] = (job_t){ch, sequential, max_sweeps, unchecked, given_internal, B, j, n_jobs,
                           chunk < B ? chunk : B + LANES, frozen, chunk_swept,
-                          ext, s, h, h_int, sweeps, converged, -1};
+                          ext, s, h, h_int, sweeps, converged,
+                          track ? flags + 2 * j * n0 : NULL, track ? flags + (2 * j + 1) * n0 : NULL,
+                          -1};
     /* OpenMP, not threads of our own: built with -fopenmp this is torch's libgomp, whose
      * pool is already awake (its workers spin after every torch operation and would keep
      * a core busy while another thread of ours waited for it). Without it: serial. */
@@ -403,6 +464,7 @@ int darnn_relax_f32(const chain_t *ch, int32_t sequential, int64_t B, int32_t ma
     int status = 0;
     for (int64_t j = 0; j < n_jobs; j++)
         if (jobs[j].status != 0) status = jobs[j].status;
+    free(flags);
     free(frozen);
     return status;
 }

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling
+from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling, row_indices
 from .network import Network, Recurrent
 
 SOURCE = Path(__file__).with_name("fused.c")
@@ -68,6 +68,8 @@ class _Coupling(ctypes.Structure):
         ("values", ctypes.c_void_p),
         ("crow", ctypes.c_void_p),
         ("col", ctypes.c_void_p),
+        ("ccol", ctypes.c_void_p),  # a CSR J's pattern by columns (or NULL): see fused.c
+        ("rows", ctypes.c_void_p),
     ]
 
 
@@ -245,8 +247,8 @@ def _warn_once(message: str) -> None:
 class Chain:
     """A network's couplings as the kernel reads them (pointers into their tensors)."""
 
-    def __init__(self, net: Recurrent, key: tuple[int, ...]) -> None:
-        self.key = key  # the tensors' addresses: a replaced tensor means a new Chain
+    def __init__(self, net: Recurrent, key: tuple[tuple[int, int], ...]) -> None:
+        self.key = key  # addresses and index versions: a replaced tensor means a new Chain
         couplings = _couplings(net)
         present = [c for c in couplings if c is not None]
         self.dense = any(isinstance(c, DenseCoupling) for c in present)
@@ -256,10 +258,23 @@ class Chain:
         if self.reason is None:
             L = net.n_layers
             structs = [_describe(c) for c in couplings]
+            by_columns = []
+            if L == 1 and isinstance(net.J[0], SparseCoupling):  # for the skip of fused.c
+                by_columns = list(_by_columns(net.J[0]))
+                structs[0].ccol, structs[0].rows = (t.data_ptr() for t in by_columns)
             arrays = [(_Coupling * L)(*structs[i * L : (i + 1) * L]) for i in range(3)]
             sizes = (ctypes.c_int32 * L)(*net.sizes)
             self.struct = _Chain(L, sizes, *arrays, 0.0)
-            self._keep = [sizes, *arrays]
+            self._keep = [sizes, *arrays, *by_columns]
+
+
+def _by_columns(c: SparseCoupling) -> tuple[Tensor, Tensor]:
+    """A CSR coupling's pattern by columns: column pointers (n_in + 1) and the rows (nnz)."""
+    col = c.col.long()
+    order = torch.argsort(col, stable=True)
+    ccol = torch.zeros(c.n_in + 1, dtype=torch.int64)
+    ccol[1:] = torch.bincount(col, minlength=c.n_in).cumsum(0)
+    return ccol.to(torch.int32), row_indices(c.crow)[order].to(torch.int32).contiguous()
 
 
 def _unsupported_couplings(net: Recurrent, couplings: list[Coupling]) -> str | None:
@@ -286,12 +301,26 @@ def _couplings(net: Recurrent) -> list[Coupling | None]:
 
 
 def chain_of(net: Recurrent) -> Chain:
-    """The network's `Chain`, built once and again only after a tensor was replaced."""
-    key = tuple(t.data_ptr() for c in _couplings(net) if c is not None for t in _tensors(c))
+    """The network's `Chain`, built once and again only after a tensor was replaced.
+
+    An index tensor changed in place (load_state_dict) also counts: the chain holds a CSR
+    J's pattern by columns, derived from its indices.
+    """
+    key = tuple(
+        (t.data_ptr(), _index_version(t)) for c in _couplings(net) if c is not None
+        for t in _tensors(c)
+    )  # fmt: skip
     found = _CHAINS.get(net)
     if found is None or found.key != key:
         found = _CHAINS[net] = Chain(net, key)
     return found
+
+
+def _index_version(t: Tensor) -> int:
+    """How often an index tensor was changed in place (0 for values and inference tensors)."""
+    if t.is_floating_point() or t.is_inference():
+        return 0
+    return t._version
 
 
 def _tensors(c: Coupling) -> tuple[Tensor, ...]:
@@ -306,7 +335,7 @@ def _describe(c: Coupling | None) -> _Coupling:
     if c is None:
         return _Coupling(0, 0, 0, None, None, None)
     ptrs = [t.data_ptr() for t in _tensors(c)]
-    return _Coupling(_KINDS[type(c)], c.n_out, c.n_in, *ptrs, *[None] * (3 - len(ptrs)))
+    return _Coupling(_KINDS[type(c)], c.n_out, c.n_in, *ptrs, *[None] * (5 - len(ptrs)))
 
 
 def _pointers(ts: Sequence[Tensor]) -> ctypes.Array:
