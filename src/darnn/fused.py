@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling, row_indices
+from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling
 from .network import Network, Recurrent
 
 SOURCE = Path(__file__).with_name("fused.c")
@@ -269,12 +269,16 @@ class Chain:
 
 
 def _by_columns(c: SparseCoupling) -> tuple[Tensor, Tensor]:
-    """A CSR coupling's pattern by columns: column pointers (n_in + 1) and the rows (nnz)."""
-    col = c.col.long()
-    order = torch.argsort(col, stable=True)
-    ccol = torch.zeros(c.n_in + 1, dtype=torch.int64)
-    ccol[1:] = torch.bincount(col, minlength=c.n_in).cumsum(0)
-    return ccol.to(torch.int32), row_indices(c.crow)[order].to(torch.int32).contiguous()
+    """A CSR coupling's pattern by columns: column pointers (n_in + 1) and the rows (nnz).
+
+    Kept: 4 bytes per stored coupling; while it is built, about 12 more.
+    """
+    order = torch.argsort(c.col, stable=True)  # int64, the largest temporary
+    ccol = torch.zeros(c.n_in + 1, dtype=torch.int32)
+    ccol[1:] = torch.bincount(c.col, minlength=c.n_in).cumsum(0)
+    counts = c.crow[1:] - c.crow[:-1]
+    rows = torch.repeat_interleave(torch.arange(c.n_out, dtype=torch.int32), counts)
+    return ccol, rows[order]
 
 
 def _unsupported_couplings(net: Recurrent, couplings: list[Coupling]) -> str | None:
