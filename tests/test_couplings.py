@@ -165,3 +165,14 @@ def test_import_leaves_warning_filters_alone() -> None:
         """
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_edits_counts_in_place_changes_and_none_for_inference_tensors() -> None:
+    from darnn.couplings import edits
+
+    t = torch.zeros(3)
+    before = edits(t)
+    t.add_(1.0)
+    assert edits(t) == before + 1
+    with torch.inference_mode():
+        assert edits(torch.zeros(3)) is None

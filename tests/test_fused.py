@@ -333,3 +333,18 @@ def test_the_chain_is_rebuilt_when_indices_change_in_place() -> None:
     assert_same_relaxation(
         relax(rec, drives, kernel="torch", **kw), relax(rec, drives, kernel="fused", **kw)
     )
+
+
+def test_indices_without_an_edit_count_get_no_derived_pattern() -> None:
+    # Inference tensors keep no version: a pattern derived from them could go stale unseen.
+    with torch.inference_mode():
+        net = network("csr-1")
+        chain = fused.chain_of(net.recurrent)
+        assert chain.struct is not None and chain.struct.J[0].ccol is None
+        drives = net.input_drives(inputs(16)[0])
+        kw = {"max_sweeps": 6, "schedule": "synchronous"}
+        assert_same_relaxation(
+            relax(net.recurrent, drives, kernel="torch", **kw),
+            relax(net.recurrent, drives, kernel="fused", **kw),
+        )
+    assert fused.chain_of(network("csr-1").recurrent).struct.J[0].ccol is not None

@@ -85,6 +85,14 @@ def _frozen(t: Tensor) -> nn.Parameter:
     return nn.Parameter(t, requires_grad=False)
 
 
+def edits(t: Tensor) -> int | None:
+    """How often ``t`` was changed in place (its version counter), or None.
+
+    Inference tensors keep no count (None): nothing derived from them may be cached.
+    """
+    return None if t.is_inference() else t._version
+
+
 def batch_minor(x: Tensor) -> Tensor:
     """The same (B, n) values with the layout of a contiguous (n, B) tensor (copied if needed)."""
     return x if x.T.is_contiguous() else x.T.contiguous().T

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling
+from .couplings import Coupling, DenseCoupling, IdentityCoupling, SparseCoupling, edits
 from .network import Network, Recurrent
 
 SOURCE = Path(__file__).with_name("fused.c")
@@ -247,7 +247,7 @@ def _warn_once(message: str) -> None:
 class Chain:
     """A network's couplings as the kernel reads them (pointers into their tensors)."""
 
-    def __init__(self, net: Recurrent, key: tuple[tuple[int, int], ...]) -> None:
+    def __init__(self, net: Recurrent, key: tuple[tuple[int, int | None], ...]) -> None:
         self.key = key  # addresses and index versions: a replaced tensor means a new Chain
         couplings = _couplings(net)
         present = [c for c in couplings if c is not None]
@@ -259,8 +259,15 @@ class Chain:
             L = net.n_layers
             structs = [_describe(c) for c in couplings]
             by_columns = []
-            if L == 1 and isinstance(net.J[0], SparseCoupling):  # for the skip of fused.c
-                by_columns = list(_by_columns(net.J[0]))
+            J = net.J[0]
+            if (
+                L == 1
+                and isinstance(J, SparseCoupling)
+                and None not in (edits(J.crow), edits(J.col))
+            ):
+                # For the skip of fused.c; indices with no edit count (inference tensors)
+                # could change unseen, so they get no derived pattern.
+                by_columns = list(_by_columns(J))
                 structs[0].ccol, structs[0].rows = (t.data_ptr() for t in by_columns)
             arrays = [(_Coupling * L)(*structs[i * L : (i + 1) * L]) for i in range(3)]
             sizes = (ctypes.c_int32 * L)(*net.sizes)
@@ -311,20 +318,13 @@ def chain_of(net: Recurrent) -> Chain:
     J's pattern by columns, derived from its indices.
     """
     key = tuple(
-        (t.data_ptr(), _index_version(t)) for c in _couplings(net) if c is not None
-        for t in _tensors(c)
+        (t.data_ptr(), 0 if t.is_floating_point() else edits(t))
+        for c in _couplings(net) if c is not None for t in _tensors(c)
     )  # fmt: skip
     found = _CHAINS.get(net)
     if found is None or found.key != key:
         found = _CHAINS[net] = Chain(net, key)
     return found
-
-
-def _index_version(t: Tensor) -> int:
-    """How often an index tensor was changed in place (0 for values and inference tensors)."""
-    if t.is_floating_point() or t.is_inference():
-        return 0
-    return t._version
 
 
 def _tensors(c: Coupling) -> tuple[Tensor, ...]:

@@ -22,6 +22,7 @@ from .couplings import (
     DenseCoupling,
     IdentityCoupling,
     convert,
+    edits,
     excitatory_coupling,
     gaussian_coupling,
 )
@@ -423,11 +424,8 @@ class Network(nn.Module):
         inference tensors, which have no version.
         """
         tensors = (self.w_back, self.label_code)
-        key = (
-            None
-            if any(t.is_inference() for t in tensors)
-            else (batch, *((t.data_ptr(), t._version) for t in tensors))
-        )
+        versions = [edits(t) for t in tensors]
+        key = None if None in versions else (batch, *(t.data_ptr() for t in tensors), *versions)
         if key is None or self._label_cache is None or self._label_cache[0] != key:
             off, on = self.label_code[0], self.label_code[1]
             base = self.w_back.sum(1, keepdim=True).mul_(off).expand(-1, batch).contiguous()
