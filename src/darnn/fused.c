@@ -22,6 +22,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define LANES 16
 #define MAX_LAYERS 64
@@ -52,6 +55,17 @@ static inline lanes_t load(const float *p) {
     lanes_t v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* Whether any lane of a comparison's result is set (a lane loop compiles to extracts). */
+static inline int any_lane(mask_t m) {
+#ifdef __AVX512F__
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#else
+    int any = 0;
+    for (int k = 0; k < LANES; k++) any |= m[k];
+    return any != 0;
+#endif
 }
 
 /* acc + (c s)[row] for the LANES samples of a block; s is (n_in, LANES). The product is
@@ -131,14 +145,12 @@ static void set_signs(int64_t n, const float *restrict h, float *restrict s, uin
         for (int64_t i = lo * LANES; i < hi * LANES; i++) s[i] = h[i] >= 0.0f ? 1.0f : -1.0f;
         return;
     }
+    const mask_t one = (mask_t)((lanes_t){0} + 1.0f), sign = (mask_t){0} + INT32_MIN;
     for (int64_t i = lo; i < hi; i++) {
-        int changed = 0;
-        for (int k = 0; k < LANES; k++) {
-            const float next = h[i * LANES + k] >= 0.0f ? 1.0f : -1.0f;
-            changed |= next != s[i * LANES + k];
-            s[i * LANES + k] = next;
-        }
-        moved[i] = (uint8_t)changed;
+        /* +1 or -1: one with the sign bit where not h >= 0 (a true comparison is -1). */
+        const lanes_t next = (lanes_t)(one | (~(load(h + i * LANES) >= 0.0f) & sign));
+        moved[i] = (uint8_t)any_lane(next != load(s + i * LANES));
+        memcpy(s + i * LANES, &next, sizeof next);
     }
 }
 
@@ -379,10 +391,21 @@ static int plan_chunks(const chain_t *ch, int64_t B, int32_t max_sweeps, int32_t
     memset(frozen, 0, (size_t)B);
     uint8_t *active = calloc((size_t)B, 1);
     if (active == NULL) return -1;
-    for (int l = 0; l < ch->n_layers && !unchecked; l++)
-        for (int64_t i = 0; i < ch->sizes[l]; i++)
-            for (int64_t b = 0; b < B; b++)
-                active[b] |= s[l][i * B + b] * h[l][i * B + b] <= 0.0f;
+    /* LANES samples at a time, each kept in a vector until all units are read. */
+    for (int64_t b0 = 0; b0 < B && !unchecked; b0 += LANES) {
+        const int nb = (int)(B - b0 < LANES ? B - b0 : LANES);
+        mask_t bad = {0};
+        for (int l = 0; l < ch->n_layers; l++)
+            for (int64_t i = 0; i < ch->sizes[l]; i++) {
+                const float *si = s[l] + i * B + b0, *hi = h[l] + i * B + b0;
+                if (nb == LANES) {
+                    bad |= load(si) * load(hi) <= 0.0f;
+                    continue;
+                }
+                for (int k = 0; k < nb; k++) bad[k] |= -(si[k] * hi[k] <= 0.0f);
+            }
+        for (int k = 0; k < nb; k++) active[b0 + k] = bad[k] != 0;
+    }
     for (int64_t c0 = 0, c = 0; c0 < B; c0 += chunk, c++) {
         const int64_t size = B - c0 < chunk ? B - c0 : chunk;
         int64_t n_active = 0;
@@ -580,70 +603,69 @@ int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, 
  * alpha dot), 2 alpha dot + beta value. */
 
 #ifdef __AVX512F__
-#include <immintrin.h>
 
-/* Fold k (0..3) of two vectors of 2^k segments of 16 >> k lanes: every segment's upper
- * half is added to its lower half, and the halves of a's segments, then b's, make the
- * result. FOLD_LOWER[k]: where each result lane's lower term lies (0-15 in a, 16-31 in b);
- * its upper term lies 8 >> k further. */
-static const int32_t FOLD_LOWER[4][LANES] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-    {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
-    {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
-    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
-};
-
-static inline lanes_t fold(lanes_t a, lanes_t b, int k) {
-    const __m512i lower = _mm512_loadu_si512(FOLD_LOWER[k]);
-    const __m512i upper = _mm512_add_epi32(lower, _mm512_set1_epi32(8 >> k));
-    return (lanes_t)_mm512_permutex2var_ps((__m512)a, lower, (__m512)b) +
-           (lanes_t)_mm512_permutex2var_ps((__m512)a, upper, (__m512)b);
+/* The folds: fold_k(a, b) adds, in each vector, the lanes the tree's level k adds, and
+ * packs a's sums and b's into one vector (3-operand shuffles, no index registers). Entry
+ * e's 16 products: level 0 adds lanes l and l + 8 (128-bit quarters 0,1 + 2,3), level 1
+ * quarters 0 + 1 of each half, level 2 lanes 0,1 + 2,3 of each quarter, level 3 lanes
+ * 0 + 1. Where the entries' sums end: see ENTRY_LANE. */
+#define QUARTERS(q0, q1, q2, q3) ((q0) | (q1) << 2 | (q2) << 4 | (q3) << 6)
+static inline __m512 fold0(__m512 a, __m512 b) { /* -> [a: 8 sums | b: 8 sums] */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, QUARTERS(0, 1, 0, 1)),
+                         _mm512_shuffle_f32x4(a, b, QUARTERS(2, 3, 2, 3)));
 }
+static inline __m512 fold1(__m512 a, __m512 b) { /* two entries each -> one per quarter */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, QUARTERS(0, 2, 0, 2)),
+                         _mm512_shuffle_f32x4(a, b, QUARTERS(1, 3, 1, 3)));
+}
+static inline __m512 fold2(__m512 a, __m512 b) { /* quarter k: a's entry k, b's entry k */
+    return _mm512_add_ps(_mm512_shuffle_ps(a, b, QUARTERS(0, 1, 0, 1)),
+                         _mm512_shuffle_ps(a, b, QUARTERS(2, 3, 2, 3)));
+}
+static inline __m512 fold3(__m512 a, __m512 b) { /* lane 4k + j: entry k + 4j */
+    return _mm512_add_ps(_mm512_shuffle_ps(a, b, QUARTERS(0, 2, 0, 2)),
+                         _mm512_shuffle_ps(a, b, QUARTERS(1, 3, 1, 3)));
+}
+/* Entry q's sum ends in lane 4 (q % 4) + q / 4: the permutation that puts it in lane q. */
+static const int32_t ENTRY_LANE[LANES] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 
 /* alpha dot + beta value as torch forms it (`combine`), for LANES entries. */
-static inline lanes_t combine_lanes(int mode, float a, lanes_t dot, float b, lanes_t v) {
-    lanes_t out;
-    if (mode == 0) {
-        const lanes_t bv = b * v;
-        for (int q = 0; q < LANES; q++) out[q] = __builtin_fmaf(a, dot[q], bv[q]);
-    } else if (mode == 1) {
-        const lanes_t ad = a * dot;
-        for (int q = 0; q < LANES; q++) out[q] = __builtin_fmaf(b, v[q], ad[q]);
-    } else {
-        out = a * dot + b * v;
-    }
-    return out;
+static inline __m512 combine_lanes(int mode, __m512 a, __m512 dot, __m512 b, __m512 v) {
+    if (mode == 0) return _mm512_fmadd_ps(a, dot, _mm512_mul_ps(b, v));
+    if (mode == 1) return _mm512_fmadd_ps(b, v, _mm512_mul_ps(a, dot));
+    return _mm512_add_ps(_mm512_mul_ps(a, dot), _mm512_mul_ps(b, v));
 }
 
 /* One row's stored entries [begin, end), LANES at a time; post: the row's post terms. */
 static void update_row(int32_t begin, int32_t end, const int32_t *restrict col,
                        float *restrict values, const float *post, const float *restrict pre,
-                       float a, float b, int mode) {
-    const lanes_t post_v = load(post);
+                       float alpha, float beta, int mode) {
+    const __m512 post_v = _mm512_loadu_ps(post), a = _mm512_set1_ps(alpha),
+                 b = _mm512_set1_ps(beta);
+    const __m512i entry_lane = _mm512_loadu_si512(ENTRY_LANE);
+    /* Entry q's products; in a block's tail, q past the row's end repeats its last entry
+     * (lanes that are never stored). */
+#define PRODUCT(q) \
+    _mm512_mul_ps(post_v, _mm512_loadu_ps(pre + (int64_t)col[p0 + ((q) < n ? (q) : n - 1)] * LANES))
+#define FOUR(q) fold1(fold0(PRODUCT(q), PRODUCT((q) + 1)), fold0(PRODUCT((q) + 2), PRODUCT((q) + 3)))
     for (int32_t p0 = begin; p0 < end; p0 += LANES) {
         const int n = end - p0 < LANES ? end - p0 : LANES;
-        /* Entry q's products (zero past the row's end), folded pairwise as soon as they
-         * are there: few vectors alive at once. Entry q's sum ends in lane q. */
-#define PRODUCT(q) \
-    ((q) < n ? post_v * load(pre + (int64_t)col[p0 + (q)] * LANES) : (lanes_t){0})
-        lanes_t z[2], v = {0};
-        for (int half = 0; half < 2; half++) {
-            lanes_t w[2];
-            for (int k = 0; k < 2; k++) {
-                const int q = 8 * half + 4 * k;
-                w[k] = fold(fold(PRODUCT(q), PRODUCT(q + 1), 0),
-                            fold(PRODUCT(q + 2), PRODUCT(q + 3), 0), 1);
-            }
-            z[half] = fold(w[0], w[1], 2);
+        __m512 dot;
+        if (n == LANES) {
+            dot = fold3(fold2(FOUR(0), FOUR(4)), fold2(FOUR(8), FOUR(12)));
+        } else { /* the tail: only the quarters it fills, each other one a copy */
+            const __m512 f0 = FOUR(0), f1 = n > 4 ? FOUR(4) : f0;
+            const __m512 lo = fold2(f0, f1);
+            const __m512 hi = n > 8 ? fold2(FOUR(8), n > 12 ? FOUR(12) : FOUR(8)) : lo;
+            dot = fold3(lo, hi);
         }
-#undef PRODUCT
-        const lanes_t dot = fold(z[0], z[1], 3);
-        if (n == LANES) v = load(values + p0);
-        else memcpy(&v, values + p0, (size_t)n * sizeof(float));
-        const lanes_t out = combine_lanes(mode, a, dot, b, v);
-        if (n == LANES) memcpy(values + p0, &out, sizeof out);
-        else for (int q = 0; q < n; q++) values[p0 + q] = out[q];
+        dot = _mm512_permutexvar_ps(entry_lane, dot);
+        const __mmask16 stored = (__mmask16)((1u << n) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(stored, values + p0);
+        _mm512_mask_storeu_ps(values + p0, stored, combine_lanes(mode, a, dot, b, v));
     }
+#undef FOUR
+#undef PRODUCT
 }
 
 #endif /* __AVX512F__ */
@@ -671,10 +693,7 @@ int darnn_sampled_update_f32(int64_t n_out, const int32_t *crow, const int32_t *
 #pragma omp parallel for num_threads(threads) schedule(static) if (team)
     for (int64_t i = 0; i < n_out; i++) {
         const float *pi = post + i * LANES;
-        const mask_t nonzero = load(pi) != 0.0f;
-        int active = 0;
-        for (int l = 0; l < LANES; l++) active |= nonzero[l];
-        if (active) {
+        if (any_lane(load(pi) != 0.0f)) {
             update_row(crow[i], crow[i + 1], col, values, pi, pre, a, b, combine);
             continue;
         }
@@ -686,6 +705,19 @@ int darnn_sampled_update_f32(int64_t n_out, const int32_t *crow, const int32_t *
     }
     return 0;
 #endif
+}
+
+/* The rule's post-synaptic terms over n values: s where s h <= threshold, else 0 s (a zero
+ * with s's sign), as torch's (s h <= threshold) * s; returns how many have s h <= threshold. */
+int64_t darnn_post_f32(int64_t n, const float *restrict s, const float *restrict h,
+                       float threshold, float *restrict post) {
+    int64_t below = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int le = s[i] * h[i] <= threshold;
+        post[i] = (le ? 1.0f : 0.0f) * s[i];
+        below += le;
+    }
+    return below;
 }
 
 /* Whether darnn_sampled_update_f32 does the update here (with AVX-512) or declines it all. */

@@ -167,6 +167,7 @@ def library() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(build()))
         fn, phases, update = lib.darnn_relax_f32, lib.darnn_phases_f32, lib.darnn_sampled_update_f32
+        post = lib.darnn_post_f32
     except (KernelUnavailable, OSError, AttributeError) as err:  # AttributeError: no symbol
         warnings.warn(f"darnn: the fused CPU kernel is unavailable, using the torch path: {err}",
                       FusedKernelWarning, stacklevel=2)  # fmt: skip
@@ -183,6 +184,9 @@ def library() -> ctypes.CDLL | None:
     update.restype = lib.darnn_update_compiled.restype = ctypes.c_int
     update.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_double,
                        ctypes.c_double, ctypes.c_int32, ctypes.c_int32]  # fmt: skip
+    post.restype = ctypes.c_int64
+    post.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float,
+                     ctypes.c_void_p]
     return lib
 
 

@@ -42,6 +42,20 @@ def at_most(t: Tensor, kappa: float) -> Tensor:
     return torch.le(t, kappa, out=torch.empty_like(t))
 
 
+def post_terms(s: Tensor, h: Tensor, kappa: float, in_c: bool = True) -> tuple[Tensor, Tensor]:
+    """The rule's post-synaptic terms ``(s h <= kappa) * s`` and the fraction where s h <= kappa.
+
+    ``in_c``: formed in one C call where it can (darnn.sampled.post_terms: the same bits),
+    else by tensor operations. The fraction is a 0-dim tensor.
+    """
+    found = sampled.post_terms(s, h, kappa) if in_c else None
+    if found is not None:
+        post, below = found  # below / numel rounds as torch's mean of the mask does
+        return post, torch.tensor(below / max(s.numel(), 1), dtype=s.dtype)
+    mask = at_most(s * h, kappa)
+    return mask * s, mask.mean()
+
+
 def local_rule(
     net: Network,
     x: Tensor,
@@ -71,8 +85,8 @@ def local_rule(
         h_out: Its readout before the update, if already computed.
 
     Returns:
-        (B, N_L) mask of the last module's units unstable w.r.t. kappa_j: 1.0 where unstable,
-        0.0 elsewhere, in the states' dtype (CPU bool kernels are slow).
+        The fraction of the last module's units (over the batch) unstable w.r.t. kappa_j, a
+        0-dim tensor.
     """
     readout_in = states[-1] if readout_in is None else readout_in
     h_out = net.readout(readout_in) if h_out is None else h_out
@@ -93,21 +107,18 @@ def local_rule(
                 and sampled.add_outer_(coupling, post, pre, alpha, decay)):  # fmt: skip
             coupling.add_outer_(post, pre, alpha=alpha, decay=decay)
 
-    unstable_j = states[-1]
+    unstable_j = torch.zeros(())
     same_margin = cfg.kappa_in == cfg.kappa_j  # then W_in and J share one post-synaptic term
     for l, (s, h) in enumerate(zip(states, fields)):
-        stability = s * h
-        mask_j = at_most(stability, cfg.kappa_j + offset)
-        post_j = mask_j * s
+        post_j, unstable_j = post_terms(s, h, cfg.kappa_j + offset, fused_update)
         if l < len(net.w_in):
-            post = post_j if same_margin else at_most(stability, cfg.kappa_in + offset).mul_(s)
+            post = post_j if same_margin else post_terms(s, h, cfg.kappa_in + offset, fused_update)[0]
             update(net.w_in[l], post, x, cfg.lr_in, cfg.decay_in, net.n_features * c.w_in_density)
         if c.activation == "tanh":  # J's own rule for continuous units (darnn.continuous)
             post_j = j_post(s, h, cfg.kappa_j + offset, cfg.tanh_rule, cfg.tanh_tolerance)
         update(rec.J[l], post_j, s, cfg.lr_j, cfg.decay_j, s.shape[1] * c.j_density)
-        unstable_j = mask_j
         if cfg.learn_inter and l > 0:
-            post = at_most(stability, cfg.kappa_inter + offset).mul_(s)
+            post = post_terms(s, h, cfg.kappa_inter + offset, fused_update)[0]
             fan = net.inter_fan_in(l)
             update(
                 rec.forward_couplings[l - 1],
@@ -117,8 +128,7 @@ def local_rule(
                 cfg.decay_inter,
                 fan,
             )
-    t = net.targets(y)
-    post_out = at_most(t * h_out, cfg.kappa_out).mul_(t)
+    post_out = post_terms(net.targets(y), h_out, cfg.kappa_out, fused_update)[0]
     update(net.w_out, post_out, readout_in, cfg.lr_out, cfg.decay_out, readout_in.shape[1])
     return unstable_j
 
@@ -299,7 +309,7 @@ def learn_relaxed(
     return StepStats(
         batch_size=x.shape[0],
         correct=(h_out.argmax(dim=1) == y).sum(),
-        unstable=unstable.mean(),
+        unstable=unstable,
         converged=converged.sum(),
         free_sweeps=sweeps.sum(),
     )

@@ -7,7 +7,8 @@ entries' dot products together, in the order torch sums each one, so that the we
 the same bit for bit, and a row with no non-zero post term only decays. About half of
 torch's time per entry; docs/speed.md has the measurements. `calibrate` checks, once, that
 the result is torch's here; where it is not (or the CPU has no AVX-512), the update stays
-torch's own.
+torch's own. `post_terms` forms the rule's post-synaptic terms in one call instead of three
+tensor operations.
 """
 
 from __future__ import annotations
@@ -86,6 +87,29 @@ def add_outer_(
     if mode is None or lib is None:
         return False
     return _update(lib, coupling, post, pre, alpha, decay, mode, torch.get_num_threads()) == 0
+
+
+def post_terms(s: Tensor, h: Tensor, threshold: float) -> tuple[Tensor, int] | None:
+    """``(s * h <= threshold) * s`` in C, with torch's bits, and how many s h <= threshold.
+
+    For CPU float32 ``s`` and ``h`` laid out alike (contiguous or batch-minor); None (nothing
+    done) otherwise.
+    """
+    lib = library()
+    if (
+        lib is None
+        or s.device.type != "cpu"
+        or s.dtype != torch.float32
+        or h.dtype != torch.float32
+        or h.device.type != "cpu"
+        or s.shape != h.shape
+        or s.stride() != h.stride()
+        or not (s.is_contiguous() or (s.ndim == 2 and s.T.is_contiguous()))
+    ):
+        return None
+    post = torch.empty_like(s)  # the same layout
+    below = lib.darnn_post_f32(s.numel(), s.data_ptr(), h.data_ptr(), threshold, post.data_ptr())
+    return post, below
 
 
 def _update(
