@@ -185,8 +185,7 @@ def library() -> ctypes.CDLL | None:
     update.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_double,
                        ctypes.c_double, ctypes.c_int32, ctypes.c_int32]  # fmt: skip
     post.restype = ctypes.c_int64
-    post.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float,
-                     ctypes.c_void_p]
+    post.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 2, ctypes.c_float, ctypes.c_void_p]
     return lib
 
 

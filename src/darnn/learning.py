@@ -112,7 +112,9 @@ def local_rule(
     for l, (s, h) in enumerate(zip(states, fields)):
         post_j, unstable_j = post_terms(s, h, cfg.kappa_j + offset, fused_update)
         if l < len(net.w_in):
-            post = post_j if same_margin else post_terms(s, h, cfg.kappa_in + offset, fused_update)[0]
+            post = post_j
+            if not same_margin:
+                post = post_terms(s, h, cfg.kappa_in + offset, fused_update)[0]
             update(net.w_in[l], post, x, cfg.lr_in, cfg.decay_in, net.n_features * c.w_in_density)
         if c.activation == "tanh":  # J's own rule for continuous units (darnn.continuous)
             post_j = j_post(s, h, cfg.kappa_j + offset, cfg.tanh_rule, cfg.tanh_tolerance)
