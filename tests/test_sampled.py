@@ -122,3 +122,26 @@ def test_built_without_avx512_the_library_runs_and_declines_every_update(
     finally:
         fused.library.cache_clear()
         sampled.calibrate.cache_clear()
+
+
+@pytest.mark.parametrize("layout", ["batch-minor", "contiguous", "mixed"])
+def test_post_terms_have_torch_s_bits(layout: str) -> None:
+    """(s h <= kappa) * s in C: torch's values (signed zeros, NaN, infinities), layout, count."""
+    from darnn.learning import at_most
+
+    g = torch.Generator().manual_seed(7)
+    s = torch.where(torch.rand(16, 300, generator=g) < 0.5, 1.0, -1.0)
+    h = torch.randn(16, 300, generator=g) * 3
+    h[0, :4] = torch.tensor([math.nan, math.inf, -math.inf, -0.0])
+    s[1, :3] = torch.tensor([0.5, -0.0, math.nan])  # not the rule's states: still torch's bits
+    if layout != "contiguous":
+        s = s.T.contiguous().T
+        h = h if layout == "mixed" else h.T.contiguous().T
+    found = sampled.post_terms(s, h, 1.78)
+    assert found is not None
+    post, below = found
+    mask = at_most(s * h, 1.78)
+    ref = mask * s
+    assert torch.equal(post.view(torch.int32), ref.view(torch.int32))
+    assert post.stride() == ref.stride() and below == int(mask.sum())
+    assert sampled.post_terms(s.double(), h.double(), 1.78) is None  # float32 only

@@ -9,7 +9,7 @@ on first use into a per-user cache, keyed by the source, the flags and the CPU, 
 with ctypes: no build step, and a machine without a compiler runs the torch path.
 
 A training step makes one call for its input drives and its three phases
-(`phases_in_place`, from `darnn.learning.two_phase`); a batch of exactly 16 is split by
+(`phases`, from `darnn.learning.two_phase`); a batch of exactly 16 is split by
 units across the threads, larger batches by blocks. The local rule's sparse updates run in
 the same library (`darnn.sampled`).
 
@@ -252,6 +252,8 @@ class Chain:
 
     def __init__(self, net: Recurrent, key: tuple[tuple[int, int | None], ...]) -> None:
         self.key = key  # addresses and index versions: a replaced tensor means a new Chain
+        self.sizes = tuple(net.sizes)
+        self.starts = [sum(self.sizes[:l]) for l in range(len(self.sizes))]  # of each module
         couplings = _couplings(net)
         present = [c for c in couplings if c is not None]
         self.dense = any(isinstance(c, DenseCoupling) for c in present)
@@ -379,54 +381,66 @@ def relax_in_place(
     """
     lib, struct = _runnable(chain, j_d)
     batch = ext[0].shape[0]
-    converged = torch.empty(batch, dtype=torch.uint8)
+    converged = torch.empty(batch, dtype=torch.bool)  # the kernel writes bytes 0 and 1
     status = lib.darnn_relax_f32(
         struct, int(sequential), batch, max_sweeps, int(unchecked), int(given_internal),
         _pointers(ext), _pointers(s), _pointers(h), _pointers(h_int),
         sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip
     _check_status(status, len(ext), compaction)
-    return converged.bool()
+    return converged
 
 
-def phases_in_place(
+def phases(
     chain: Chain,
     j_d: float,
-    drives: Sequence[Tensor],
+    inputs: tuple[ctypes.Array, Tensor],
     label: Tensor,
-    s: Sequence[Tensor],
-    h: Sequence[Tensor],
-    h_int: Sequence[Tensor],
-    sweeps: Tensor,
     *,
     max_sweeps: tuple[int, int, int],
     sequential: bool,
     compaction: tuple[int, float, int, int],
-    inputs: tuple[ctypes.Array, Tensor],
-) -> Tensor:
-    """A training step's warm-up, clamped and free phases in one call (`relax_in_place` x 3).
+) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], Tensor, Tensor]:
+    """A training step's input drives and its three phases in one call.
 
-    The warm-up starts at s = 0 under the input ``drives``; the clamped phase adds the
-    batch-minor ``label`` field to the last module's drive; each phase starts where the one
-    before ended, with the torch path's arithmetic (darnn.learning.three_phases).
-    ``max_sweeps``: the three phases' caps. ``inputs``: (`input_couplings`, the batch x),
-    whose drives W_in x the kernel computes into ``drives`` first. ``s``, ``h``, ``h_int``
-    and ``sweeps`` (any values on entry) end as the free phase's; returns its
-    ``converged``.
+    ``inputs``: (`input_couplings`, the batch x, batch-minor float32 (B, D)). The kernel
+    computes the drives W_in x, then the warm-up from s = 0 under them, the clamped phase
+    (the batch-minor ``label`` field (B, N_L) added to the last module's drive) and the free
+    phase, each from where the one before ended, with the torch path's arithmetic
+    (darnn.learning.three_phases). ``max_sweeps``: the three phases' caps.
+
+    Returns (drives, s, h, h_int, sweeps, converged): one batch-minor (B, N_l) tensor per
+    module for the first four (views of one buffer), the last five as the free phase ends
+    (see `relax_in_place`).
     """
     lib, struct = _runnable(chain, j_d)
-    batch = drives[0].shape[0]
-    converged = torch.empty(batch, dtype=torch.uint8)
-    clamped = torch.empty_like(h[-1])
     w_in, x = inputs
+    batch, sizes = x.shape[0], chain.sizes
+    if not all(t.T.is_contiguous() and t.dtype == torch.float32 for t in (x, label)) or (
+        label.shape != (batch, sizes[-1])
+    ):
+        raise ValueError("the fused kernel takes batch-minor float32 inputs and label field")
+    total = sum(sizes)
+    # Drives, states, fields, internal fields, then the clamped drive of the last module.
+    buf = torch.empty((4 * total + sizes[-1]) * batch)
+    kinds = buf[: 4 * total * batch].view(4, total, batch).transpose(1, 2).unbind(0)
+    base, starts = buf.data_ptr(), chain.starts
+
+    def pointers(kind: int) -> ctypes.Array:
+        ptrs = [base + 4 * batch * (kind * total + start) for start in starts]
+        return (ctypes.c_void_p * len(ptrs))(*ptrs)
+
+    sweeps = torch.empty(batch, dtype=torch.int64)
+    converged = torch.empty(batch, dtype=torch.bool)  # the kernel writes bytes 0 and 1
     status = lib.darnn_phases_f32(
-        struct, w_in, _pointers([x])[0], x.shape[1], int(sequential), batch,
-        (ctypes.c_int32 * 3)(*max_sweeps), _pointers(drives), *_pointers([label, clamped]),
-        _pointers(s), _pointers(h), _pointers(h_int),
+        struct, w_in, x.data_ptr(), x.shape[1], int(sequential), batch,
+        (ctypes.c_int32 * 3)(*max_sweeps), pointers(0), label.data_ptr(),
+        base + 16 * total * batch, pointers(1), pointers(2), pointers(3),
         sweeps.data_ptr(), converged.data_ptr(), torch.get_num_threads(), *compaction,
     )  # fmt: skip
-    _check_status(status, len(drives), compaction)
-    return converged.bool()
+    _check_status(status, len(sizes), compaction)
+    drives, s, h, h_int = ([k] if len(sizes) == 1 else [*k.split(sizes, dim=1)] for k in kinds)
+    return drives, s, h, h_int, sweeps, converged
 
 
 _INPUTS: weakref.WeakKeyDictionary[Network, tuple[tuple[int, ...], ctypes.Array]] = (

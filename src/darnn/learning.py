@@ -168,14 +168,11 @@ def two_phase(
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     x = batch_minor(x)
-    s, h, h_int, drives = ([x.new_empty(n, x.shape[0]).T for n in rec.sizes] for _ in range(4))
-    sweeps = torch.empty(x.shape[0], dtype=torch.int64)
-    caps = (cfg.warmup_sweeps, cfg.clamped_sweeps, cfg.free_sweeps)
-    converged = fused.phases_in_place(
-        chain, rec.j_d_value, drives, net.label_field(y), s, h, h_int, sweeps, max_sweeps=caps,
+    drives, s, h, h_int, sweeps, converged = fused.phases(
+        chain, rec.j_d_value, (fused.input_couplings(net), x), net.label_field(y),
+        max_sweeps=(cfg.warmup_sweeps, cfg.clamped_sweeps, cfg.free_sweeps),
         sequential=cfg.schedule == "sequential",
         compaction=fused_compaction(rec, cfg.schedule, x.shape[0]),
-        inputs=(fused.input_couplings(net), x),
     )  # fmt: skip
     return drives, Relaxation(s, h_int, h, converged, sweeps)
 

@@ -92,8 +92,8 @@ def add_outer_(
 def post_terms(s: Tensor, h: Tensor, threshold: float) -> tuple[Tensor, int] | None:
     """``(s * h <= threshold) * s`` in C, with torch's bits, and how many s h <= threshold.
 
-    For CPU float32 ``s`` and ``h`` laid out alike (contiguous or batch-minor); None (nothing
-    done) otherwise.
+    For CPU float32 ``s`` and ``h`` of one shape, ``s`` contiguous or batch-minor (then
+    ``post`` too, as torch lays it out); None (nothing done) otherwise.
     """
     lib = library()
     if (
@@ -103,11 +103,12 @@ def post_terms(s: Tensor, h: Tensor, threshold: float) -> tuple[Tensor, int] | N
         or h.dtype != torch.float32
         or h.device.type != "cpu"
         or s.shape != h.shape
-        or s.stride() != h.stride()
         or not (s.is_contiguous() or (s.ndim == 2 and s.T.is_contiguous()))
     ):
         return None
-    post = torch.empty_like(s)  # the same layout
+    if h.stride() != s.stride():  # the readout's field (batch-minor) against the targets
+        h = h.contiguous() if s.is_contiguous() else batch_minor(h)
+    post = torch.empty_like(s)  # s's layout
     below = lib.darnn_post_f32(s.numel(), s.data_ptr(), h.data_ptr(), threshold, post.data_ptr())
     return post, below
 
