@@ -542,7 +542,7 @@ static int input_drives(const chain_t *ch, const coupling_t *w_in, const float *
 }
 
 /* The three phases of a training step in one call: the warm-up from s = 0 under the input
- * drives `ext`, the clamped phase (the label field `label`, batch-minor (N_L, B), added to
+ * drives `ext`, the clamped phase (the label field `label`, contiguous (B, N_L), added to
  * the last module's drive) and the free phase, each from where the one before ended and
  * with exactly the arithmetic of the torch path (darnn.learning.three_phases): a phase
  * starts from the total fields external + internal of the one before. max_sweeps: the
@@ -566,8 +566,10 @@ int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, 
         memcpy(h[l], ext[l], (size_t)n * sizeof(float));
         phase_ext[l] = ext[l];
     }
-    const int64_t n_last = ch->sizes[L - 1] * B;
-    for (int64_t i = 0; i < n_last; i++) clamped_ext[i] = ext[L - 1][i] + label[i];
+    const int64_t n_last = ch->sizes[L - 1];
+    for (int64_t i = 0; i < n_last; i++)
+        for (int64_t b = 0; b < B; b++)
+            clamped_ext[i * B + b] = ext[L - 1][i * B + b] + label[b * n_last + i];
     for (int phase = 0; phase < 3; phase++) {
         const int unchecked = phase == 0 && max_sweeps[0] > 0; /* from s = 0 */
         if (phase > 0) {

@@ -405,7 +405,7 @@ def phases(
 
     ``inputs``: (`input_couplings`, the batch x, batch-minor float32 (B, D)). The kernel
     computes the drives W_in x, then the warm-up from s = 0 under them, the clamped phase
-    (the batch-minor ``label`` field (B, N_L) added to the last module's drive) and the free
+    (the contiguous ``label`` field (B, N_L) added to the last module's drive) and the free
     phase, each from where the one before ended, with the torch path's arithmetic
     (darnn.learning.three_phases). ``max_sweeps``: the three phases' caps.
 
@@ -416,10 +416,13 @@ def phases(
     lib, struct = _runnable(chain, j_d)
     w_in, x = inputs
     batch, sizes = x.shape[0], chain.sizes
-    if not all(t.T.is_contiguous() and t.dtype == torch.float32 for t in (x, label)) or (
-        label.shape != (batch, sizes[-1])
+    if not (x.T.is_contiguous() and label.is_contiguous()) or (
+        x.dtype != torch.float32
+        or label.dtype != torch.float32
+        or label.shape != (batch, sizes[-1])
     ):
-        raise ValueError("the fused kernel takes batch-minor float32 inputs and label field")
+        raise ValueError("the fused kernel takes batch-minor x and a contiguous label field "
+                         "(float32)")  # fmt: skip
     total = sum(sizes)
     # Drives, states, fields, internal fields, then the clamped drive of the last module.
     buf = torch.empty((4 * total + sizes[-1]) * batch)
