@@ -69,17 +69,14 @@ def add_outer_(
     `calibrate` could reproduce. Sixteen entries' sums are formed together (half of torch's
     time per entry), and a row with no non-zero post term only decays (docs/speed.md).
     """
-    batch = post.shape[0]
+    values, n_out, n_in = coupling.values, coupling.n_out, coupling.n_in
     if (
-        batch != UPDATE_BATCH
-        or pre.shape[0] != batch
-        or post.shape[1] != coupling.n_out
-        or pre.shape[1] != coupling.n_in
-        or any(
-            t.device.type != "cpu" or t.dtype != torch.float32 for t in (post, pre, coupling.values)
-        )
+        post.shape != (UPDATE_BATCH, n_out)
+        or pre.shape != (UPDATE_BATCH, n_in)
+        or not (post.dtype == pre.dtype == values.dtype == torch.float32)
+        or not (post.is_cpu and pre.is_cpu and values.is_cpu)
         or coupling.col.dtype != torch.int32
-        or not coupling.values.is_contiguous()
+        or not values.is_contiguous()
     ):
         return False
     mode = calibrate()
@@ -118,9 +115,9 @@ def _update(
     decay: float, mode: int, threads: int,
 ) -> int:  # fmt: skip
     keep = 1.0 - decay  # the arguments SparseCoupling.add_outer_ hands torch
-    post_t, pre_t = batch_minor(post).T, batch_minor(pre).T  # (n, B), contiguous
+    post, pre = batch_minor(post), batch_minor(pre)  # stored as (n, B)
     return lib.darnn_sampled_update_f32(
         coupling.n_out, coupling.crow.data_ptr(), coupling.col.data_ptr(),
-        coupling.values.data_ptr(), post_t.data_ptr(), pre_t.data_ptr(), coupling.n_in,
+        coupling.values.data_ptr(), post.data_ptr(), pre.data_ptr(), coupling.n_in,
         alpha * keep, keep, mode, threads,
     )  # fmt: skip
