@@ -34,6 +34,7 @@ def update_problem(seed: int, p_post: float, pre_kind: str):  # type: ignore[no-
     support[6, :] = False  # ... and an empty one
     weights = torch.randn(n_out, n_in, generator=g)
     weights[:3], weights[3] = 0.0, -0.0  # zero sums show the sign of zero here
+    weights[7, ::3] = -0.0  # ... and in some blocks of a row that only decays
     coupling = SparseCoupling.from_dense(weights, support)
     active = (torch.rand(batch, n_out, generator=g) < p_post).float()
     active[:, 7:10] = 0.0  # rows that only decay

@@ -599,8 +599,8 @@ int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, 
  * more than they save, and the update stays torch's (darnn_update_compiled). The rule's
  * post-synaptic terms are in {-1, -0, +0, +1}: each product is exact, so whether torch
  * fuses a product with an addition cannot matter. A row whose post terms are all zero only
- * decays (a third of the rows in a trained recipe-A step): beta * value, unless that is
- * itself zero (where the sign of a zero sum shows). `combine` is how torch forms the result
+ * decays (a third of the rows in a trained recipe-A step): beta * value, block by block,
+ * unless that is itself zero in the block (where the sign of a zero sum shows). `combine` is how torch forms the result
  * (darnn.sampled.calibrate finds it): 0 fma(alpha, dot, beta value), 1 fma(beta, value,
  * alpha dot), 2 alpha dot + beta value. */
 
@@ -638,12 +638,15 @@ static inline __m512 combine_lanes(int mode, __m512 a, __m512 dot, __m512 b, __m
     return _mm512_add_ps(_mm512_mul_ps(a, dot), _mm512_mul_ps(b, v));
 }
 
-/* One row's stored entries [begin, end), LANES at a time; post: the row's post terms. */
+/* One row's stored entries [begin, end), LANES at a time; post: the row's post terms. A row
+ * whose post terms are all zero has zero sums: there a block only decays (beta value), unless
+ * that is itself zero in some entry (then the zero's sign shows: the block is summed). */
 static void update_row(int32_t begin, int32_t end, const int32_t *restrict col,
                        float *restrict values, const float *post, const float *restrict pre,
                        float alpha, float beta, int mode) {
     const __m512 post_v = _mm512_loadu_ps(post), a = _mm512_set1_ps(alpha),
                  b = _mm512_set1_ps(beta);
+    const int active = _mm512_cmp_ps_mask(post_v, _mm512_setzero_ps(), _CMP_NEQ_UQ) != 0;
     const __m512i entry_lane = _mm512_loadu_si512(ENTRY_LANE);
     /* Entry q's products; in a block's tail, q past the row's end repeats its last entry
      * (lanes that are never stored). */
@@ -652,6 +655,15 @@ static void update_row(int32_t begin, int32_t end, const int32_t *restrict col,
 #define FOUR(q) fold1(fold0(PRODUCT(q), PRODUCT((q) + 1)), fold0(PRODUCT((q) + 2), PRODUCT((q) + 3)))
     for (int32_t p0 = begin; p0 < end; p0 += LANES) {
         const int n = end - p0 < LANES ? end - p0 : LANES;
+        const __mmask16 stored = (__mmask16)((1u << n) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(stored, values + p0);
+        if (!active) {
+            const __m512 decayed = _mm512_mul_ps(b, v);
+            if (!_mm512_mask_cmp_ps_mask(stored, decayed, _mm512_setzero_ps(), _CMP_EQ_OQ)) {
+                _mm512_mask_storeu_ps(values + p0, stored, decayed);
+                continue;
+            }
+        }
         __m512 dot;
         if (n == LANES) {
             dot = fold3(fold2(FOUR(0), FOUR(4)), fold2(FOUR(8), FOUR(12)));
@@ -662,8 +674,6 @@ static void update_row(int32_t begin, int32_t end, const int32_t *restrict col,
             dot = fold3(lo, hi);
         }
         dot = _mm512_permutexvar_ps(entry_lane, dot);
-        const __mmask16 stored = (__mmask16)((1u << n) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(stored, values + p0);
         _mm512_mask_storeu_ps(values + p0, stored, combine_lanes(mode, a, dot, b, v));
     }
 #undef FOUR
@@ -693,18 +703,8 @@ int darnn_sampled_update_f32(int64_t n_out, const int32_t *crow, const int32_t *
     const float a = (float)alpha, b = (float)beta;
     const int team = threads > 1 && crow[n_out] >= TEAM_MIN_ENTRIES;
 #pragma omp parallel for num_threads(threads) schedule(static) if (team)
-    for (int64_t i = 0; i < n_out; i++) {
-        const float *pi = post + i * LANES;
-        if (any_lane(load(pi) != 0.0f)) {
-            update_row(crow[i], crow[i + 1], col, values, pi, pre, a, b, combine);
-            continue;
-        }
-        /* A zero sum: beta * value, unless that is a zero too (then the zero's sign shows). */
-        int zero = 0;
-        for (int32_t p = crow[i]; p < crow[i + 1]; p++) zero |= b * values[p] == 0.0f;
-        if (zero) update_row(crow[i], crow[i + 1], col, values, pi, pre, a, b, combine);
-        else for (int32_t p = crow[i]; p < crow[i + 1]; p++) values[p] *= b;
-    }
+    for (int64_t i = 0; i < n_out; i++)
+        update_row(crow[i], crow[i + 1], col, values, post + i * LANES, pre, a, b, combine);
     return 0;
 #endif
 }
