@@ -125,7 +125,7 @@ def test_built_without_avx512_the_library_runs_and_declines_every_update(
         sampled.calibrate.cache_clear()
 
 
-@pytest.mark.parametrize("layout", ["batch-minor", "contiguous", "mixed"])
+@pytest.mark.parametrize("layout", ["batch-minor", "contiguous", "mixed", "readout"])
 def test_post_terms_have_torch_s_bits(layout: str) -> None:
     """(s h <= kappa) * s in C: torch's values (signed zeros, NaN, infinities), layout, count."""
     from darnn.learning import at_most
@@ -135,9 +135,10 @@ def test_post_terms_have_torch_s_bits(layout: str) -> None:
     h = torch.randn(16, 300, generator=g) * 3
     h[0, :4] = torch.tensor([math.nan, math.inf, -math.inf, -0.0])
     s[1, :3] = torch.tensor([0.5, -0.0, math.nan])  # not the rule's states: still torch's bits
-    if layout != "contiguous":
+    if layout in ("batch-minor", "mixed"):
         s = s.T.contiguous().T
-        h = h if layout == "mixed" else h.T.contiguous().T
+    if layout in ("batch-minor", "readout"):  # readout: the targets against the readout's field
+        h = h.T.contiguous().T
     found = sampled.post_terms(s, h, 1.78)
     assert found is not None
     post, below = found

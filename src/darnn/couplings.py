@@ -95,7 +95,7 @@ def edits(t: Tensor) -> int | None:
 
 def batch_minor(x: Tensor) -> Tensor:
     """The same (B, n) values with the layout of a contiguous (n, B) tensor (copied if needed)."""
-    if x.ndim == 2 and x.stride() == (1, x.shape[0]) or x.T.is_contiguous():  # the first: quick
+    if (x.ndim == 2 and x.stride() == (1, x.shape[0])) or x.T.is_contiguous():  # first: quick
         return x
     return x.T.contiguous().T
 

@@ -709,16 +709,29 @@ int darnn_sampled_update_f32(int64_t n_out, const int32_t *crow, const int32_t *
 #endif
 }
 
-/* The rule's post-synaptic terms over n values: s where s h <= threshold, else 0 s (a zero
- * with s's sign), as torch's (s h <= threshold) * s; returns how many have s h <= threshold. */
-int64_t darnn_post_f32(int64_t n, const float *restrict s, const float *restrict h,
+/* The rule's post-synaptic terms of a (rows, cols) array: s where s h <= threshold, else 0 s
+ * (a zero with s's sign), as torch's (s h <= threshold) * s; returns how many have
+ * s h <= threshold. s (dense: contiguous or transposed) and h at their strides; post is laid
+ * out as s. */
+int64_t darnn_post_f32(int64_t rows, int64_t cols, const float *restrict s, int64_t s_row,
+                       int64_t s_col, const float *restrict h, int64_t h_row, int64_t h_col,
                        float threshold, float *restrict post) {
     int64_t below = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const int le = s[i] * h[i] <= threshold;
-        post[i] = (le ? 1.0f : 0.0f) * s[i];
-        below += le;
+    if (s_row == h_row && s_col == h_col) { /* laid out alike: one pass over the memory */
+        for (int64_t i = 0; i < rows * cols; i++) {
+            const int le = s[i] * h[i] <= threshold;
+            post[i] = (le ? 1.0f : 0.0f) * s[i];
+            below += le;
+        }
+        return below;
     }
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            const int64_t at = i * s_row + j * s_col;
+            const int le = s[at] * h[i * h_row + j * h_col] <= threshold;
+            post[at] = (le ? 1.0f : 0.0f) * s[at];
+            below += le;
+        }
     return below;
 }
 

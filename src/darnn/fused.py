@@ -185,7 +185,9 @@ def library() -> ctypes.CDLL | None:
     update.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_double,
                        ctypes.c_double, ctypes.c_int32, ctypes.c_int32]  # fmt: skip
     post.restype = ctypes.c_int64
-    post.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 2, ctypes.c_float, ctypes.c_void_p]
+    strided = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]  # an array and its strides
+    post.argtypes = [ctypes.c_int64, ctypes.c_int64, *strided, *strided, ctypes.c_float,
+                     ctypes.c_void_p]  # fmt: skip
     return lib
 
 

@@ -42,18 +42,19 @@ def at_most(t: Tensor, kappa: float) -> Tensor:
     return torch.le(t, kappa, out=torch.empty_like(t))
 
 
-def post_terms(s: Tensor, h: Tensor, kappa: float, in_c: bool = True) -> tuple[Tensor, Tensor]:
-    """The rule's post-synaptic terms ``(s h <= kappa) * s`` and the fraction where s h <= kappa.
+def post_terms(
+    s: Tensor, h: Tensor, kappa: float, in_c: bool = True
+) -> tuple[Tensor, Tensor | int]:
+    """The rule's post-synaptic terms ``(s h <= kappa) * s`` and how many have s h <= kappa.
 
-    ``in_c``: formed in one C call where it can (darnn.sampled.post_terms: the same bits),
-    else by tensor operations. The fraction is a 0-dim tensor.
+    ``in_c``: formed in one C call where it can (darnn.sampled.post_terms: the same bits;
+    the count is then an int), else by tensor operations (a 0-dim tensor).
     """
     found = sampled.post_terms(s, h, kappa) if in_c else None
     if found is not None:
-        post, below = found  # below / numel rounds as torch's mean of the mask does
-        return post, torch.tensor(below / max(s.numel(), 1), dtype=s.dtype)
+        return found
     mask = at_most(s * h, kappa)
-    return mask * s, mask.mean()
+    return mask * s, mask.sum()
 
 
 def local_rule(
@@ -107,7 +108,6 @@ def local_rule(
                 and sampled.add_outer_(coupling, post, pre, alpha, decay)):  # fmt: skip
             coupling.add_outer_(post, pre, alpha=alpha, decay=decay)
 
-    unstable_j = torch.zeros(())
     same_margin = cfg.kappa_in == cfg.kappa_j  # then W_in and J share one post-synaptic term
     for l, (s, h) in enumerate(zip(states, fields)):
         post_j, unstable_j = post_terms(s, h, cfg.kappa_j + offset, fused_update)
@@ -132,7 +132,8 @@ def local_rule(
             )
     post_out = post_terms(net.targets(y), h_out, cfg.kappa_out, fused_update)[0]
     update(net.w_out, post_out, readout_in, cfg.lr_out, cfg.decay_out, readout_in.shape[1])
-    return unstable_j
+    # The fraction rounds as torch's mean of the mask does (a sum of ones, then one division).
+    return torch.as_tensor(unstable_j / max(states[-1].numel(), 1), dtype=states[-1].dtype)
 
 
 def two_phase(

@@ -415,8 +415,7 @@ class Network(nn.Module):
         return torch.addcmul(base, columns.index_select(0, y), gap)  # contiguous (B, N_L)
 
     def _label_parts(self, batch: int) -> tuple[Tensor, Tensor, Tensor]:
-        """The label code's off value times W_back's row sums as (batch, N_L), on - off, and
-        W_back's columns as rows (C, N_L).
+        """(off * W_back's row sums as (batch, N_L), on - off, W_back's columns as rows).
 
         The row sums are repeated because addcmul is several times slower on a broadcast
         operand, and the columns are copied because gathering rows is several times faster.

@@ -89,24 +89,23 @@ def add_outer_(
 def post_terms(s: Tensor, h: Tensor, threshold: float) -> tuple[Tensor, int] | None:
     """``(s * h <= threshold) * s`` in C, with torch's bits, and how many s h <= threshold.
 
-    For CPU float32 ``s`` and ``h`` of one shape, ``s`` contiguous or batch-minor (then
-    ``post`` too, as torch lays it out); None (nothing done) otherwise.
+    For CPU float32 (B, n) ``s`` and ``h``, ``s`` contiguous or batch-minor (``post`` is laid
+    out as ``s``, as torch lays it out), ``h`` at any strides; None (nothing done) otherwise.
     """
     lib = library()
     if (
         lib is None
-        or s.device.type != "cpu"
-        or s.dtype != torch.float32
-        or h.dtype != torch.float32
-        or h.device.type != "cpu"
+        or s.ndim != 2
+        or not (s.is_cpu and h.is_cpu)
+        or not (s.dtype == h.dtype == torch.float32)
         or s.shape != h.shape
-        or not (s.is_contiguous() or (s.ndim == 2 and s.T.is_contiguous()))
+        or not (s.stride() == (1, s.shape[0]) or s.is_contiguous() or s.T.is_contiguous())
     ):
         return None
-    if h.stride() != s.stride():  # the readout's field (batch-minor) against the targets
-        h = h.contiguous() if s.is_contiguous() else batch_minor(h)
-    post = torch.empty_like(s)  # s's layout
-    below = lib.darnn_post_f32(s.numel(), s.data_ptr(), h.data_ptr(), threshold, post.data_ptr())
+    post = torch.empty_like(s)  # s's strides
+    below = lib.darnn_post_f32(
+        *s.shape, s.data_ptr(), *s.stride(), h.data_ptr(), *h.stride(), threshold, post.data_ptr()
+    )
     return post, below
 
 
