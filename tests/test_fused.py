@@ -166,7 +166,7 @@ def test_the_inputs_are_not_modified() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(CHAINS))
-@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("batch", [1, 16, 64])
 def test_training_gives_the_same_weights(name: str, batch: int) -> None:
     nets = {k: network(name, seed=3) for k in ("torch", "fused")}
     x, y = inputs(6 * batch, seed=4)

@@ -25,10 +25,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def update_problem(seed: int, p_post: float, pre_kind: str):  # type: ignore[no-untyped-def]
-    """A sparse coupling with every kind of row, and the rule's post and pre terms (B=16)."""
+def update_problem(seed: int, p_post: float, pre_kind: str, batch: int = 16):  # type: ignore[no-untyped-def]
+    """A sparse coupling with every kind of row, and the rule's post and pre terms."""
     g = torch.Generator().manual_seed(seed)
-    n_out, n_in, batch = 67, 45, sampled.UPDATE_BATCH
+    n_out, n_in = 67, 45
     support = torch.rand(n_out, n_in, generator=g) < 0.4
     support[5, :] = True  # rows longer than one group of 16 ...
     support[6, :] = False  # ... and an empty one
@@ -57,12 +57,15 @@ needs_calibration = pytest.mark.skipif(
 @pytest.mark.parametrize("p_post", [0.0, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("pre_kind", ["pixels", "signs", "signed"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_fused_update_has_torch_s_bits(p_post: float, pre_kind: str, threads: int) -> None:
+@pytest.mark.parametrize("batch", [16, 32, 48, 64, 256])
+def test_the_fused_update_has_torch_s_bits(
+    p_post: float, pre_kind: str, threads: int, batch: int
+) -> None:
     from darnn.threads import using_threads
 
     for seed in range(3):
-        ours, post, pre = update_problem(seed, p_post, pre_kind)
-        ref, _, _ = update_problem(seed, p_post, pre_kind)
+        ours, post, pre = update_problem(seed, p_post, pre_kind, batch)
+        ref, _, _ = update_problem(seed, p_post, pre_kind, batch)
         ref.add_outer_(post, pre, alpha=0.0371, decay=3.3e-5)
         with using_threads(threads):
             assert sampled.add_outer_(ours, post, pre, alpha=0.0371, decay=3.3e-5)
@@ -76,7 +79,8 @@ def test_the_fused_update_declines_what_it_does_not_cover() -> None:
     cases = {
         "a post term outside {-1, 0, 1}": (post * 0.5, pre),
         "a pre term that is not finite": (post, pre.index_fill(1, torch.tensor([3]), math.inf)),
-        "a batch other than 16": (post[:8], pre[:8]),
+        "a batch that is not a multiple of 16": (post[:8], pre[:8]),
+        "a batch over 256": (post.repeat(17, 1), pre.repeat(17, 1)),
         "float64": (post.double(), pre.double()),
         "a shape that does not fit": (post[:, :-1], pre),
     }

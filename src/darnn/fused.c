@@ -32,6 +32,8 @@
 /* A single block is split across a team of threads (by units) when a sweep reads at least
  * this many stored couplings: enough work per barrier. */
 #define TEAM_MIN_ENTRIES 16384
+/* The C update takes batches of up to MAX_GROUPS groups of LANES samples. */
+#define MAX_GROUPS 16
 
 enum { NONE = 0, DENSE = 1, CSR = 2, IDENTITY = 3 };
 
@@ -638,21 +640,56 @@ static inline __m512 combine_lanes(int mode, __m512 a, __m512 dot, __m512 b, __m
     return _mm512_add_ps(_mm512_mul_ps(a, dot), _mm512_mul_ps(b, v));
 }
 
-/* One row's stored entries [begin, end), LANES at a time; post: the row's post terms. A row
- * whose post terms are all zero has zero sums: there a block only decays (beta value), unless
- * that is itself zero in some entry (then the zero's sign shows: the block is summed). */
-static void update_row(int32_t begin, int32_t end, const int32_t *restrict col,
-                       float *restrict values, const float *post, const float *restrict pre,
-                       float alpha, float beta, int mode) {
-    const __m512 post_v = _mm512_loadu_ps(post), a = _mm512_set1_ps(alpha),
-                 b = _mm512_set1_ps(beta);
-    const int active = _mm512_cmp_ps_mask(post_v, _mm512_setzero_ps(), _CMP_NEQ_UQ) != 0;
+/* Entries e and f (pre-synaptic rows pe, pf of m groups of LANES samples) after the first
+ * level of their sums, packed [e: 8 | f: 8] as fold0 packs them. Over several groups torch
+ * first adds its vectors' chunks in order, then runs the tree on the last: chunks of 8
+ * lanes (`wide` 0: the lower and upper half of each group in turn, whose first two already
+ * make level 0) or of 16 (`wide` 1: the groups, then level 0). */
+static inline __attribute__((always_inline)) __m512 first_level(const float *pe, const float *pf,
+                                                                const __m512 *post, int m,
+                                                                int wide) {
+    __m512 se = _mm512_mul_ps(post[0], _mm512_loadu_ps(pe)),
+           sf = _mm512_mul_ps(post[0], _mm512_loadu_ps(pf));
+    if (wide) {
+        for (int j = 1; j < m; j++) {
+            se = _mm512_add_ps(se, _mm512_mul_ps(post[j], _mm512_loadu_ps(pe + j * LANES)));
+            sf = _mm512_add_ps(sf, _mm512_mul_ps(post[j], _mm512_loadu_ps(pf + j * LANES)));
+        }
+        return fold0(se, sf);
+    }
+    __m512 acc = fold0(se, sf);
+    for (int j = 1; j < m; j++) {
+        const __m512 ej = _mm512_mul_ps(post[j], _mm512_loadu_ps(pe + j * LANES)),
+                     fj = _mm512_mul_ps(post[j], _mm512_loadu_ps(pf + j * LANES));
+        acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(ej, fj, QUARTERS(0, 1, 0, 1)));
+        acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(ej, fj, QUARTERS(2, 3, 2, 3)));
+    }
+    return acc;
+}
+
+/* One row's stored entries [begin, end), LANES at a time, for a batch of m groups of LANES
+ * samples; post: the row's post terms. A row whose post terms are all zero has zero sums:
+ * there a block only decays (beta value), unless that is itself zero in some entry (then
+ * the zero's sign shows: the block is summed). */
+static inline __attribute__((always_inline)) void update_row(
+    int32_t begin, int32_t end, const int32_t *restrict col, float *restrict values,
+    const float *post, const float *restrict pre, float alpha, float beta, int mode, int m,
+    int wide) {
+    __m512 post_v[MAX_GROUPS];
+    int active = 0;
+    for (int j = 0; j < m; j++) {
+        post_v[j] = _mm512_loadu_ps(post + j * LANES);
+        active |= _mm512_cmp_ps_mask(post_v[j], _mm512_setzero_ps(), _CMP_NEQ_UQ) != 0;
+    }
+    const __m512 a = _mm512_set1_ps(alpha), b = _mm512_set1_ps(beta);
     const __m512i entry_lane = _mm512_loadu_si512(ENTRY_LANE);
-    /* Entry q's products; in a block's tail, q past the row's end repeats its last entry
-     * (lanes that are never stored). */
-#define PRODUCT(q) \
-    _mm512_mul_ps(post_v, _mm512_loadu_ps(pre + (int64_t)col[p0 + ((q) < n ? (q) : n - 1)] * LANES))
-#define FOUR(q) fold1(fold0(PRODUCT(q), PRODUCT((q) + 1)), fold0(PRODUCT((q) + 2), PRODUCT((q) + 3)))
+    const int64_t K = (int64_t)m * LANES;
+    /* Entry q's pre-synaptic row; in a block's tail, q past the row's end repeats its last
+     * entry (lanes that are never stored). */
+#define PRE(q) (pre + (int64_t)col[p0 + ((q) < n ? (q) : n - 1)] * K)
+#define FOUR(q) \
+    fold1(first_level(PRE(q), PRE((q) + 1), post_v, m, wide), \
+          first_level(PRE((q) + 2), PRE((q) + 3), post_v, m, wide))
     for (int32_t p0 = begin; p0 < end; p0 += LANES) {
         const int n = end - p0 < LANES ? end - p0 : LANES;
         const __mmask16 stored = (__mmask16)((1u << n) - 1);
@@ -677,34 +714,60 @@ static void update_row(int32_t begin, int32_t end, const int32_t *restrict col,
         _mm512_mask_storeu_ps(values + p0, stored, combine_lanes(mode, a, dot, b, v));
     }
 #undef FOUR
-#undef PRODUCT
+#undef PRE
+}
+
+static __attribute__((noinline)) void update_row_16(int32_t begin, int32_t end,
+                                                     const int32_t *col, float *values,
+                                                     const float *post, const float *pre,
+                                                     float alpha, float beta, int mode) {
+    update_row(begin, end, col, values, post, pre, alpha, beta, mode, 1, 1);
+}
+
+static __attribute__((noinline)) void update_row_groups(int32_t begin, int32_t end,
+                                                        const int32_t *col, float *values,
+                                                        const float *post, const float *pre,
+                                                        float alpha, float beta, int mode, int m,
+                                                        int wide) {
+    update_row(begin, end, col, values, post, pre, alpha, beta, mode, m, wide);
 }
 
 #endif /* __AVX512F__ */
 
-/* The update of a CSR matrix (n_out, n_in) from batch-minor post (n_out, LANES) and pre
- * (n_in, LANES) terms. Returns 0; 1 without touching `values` when an operand is outside
- * what this exact path covers (a post term not in {-1, 0, 1}, a pre term not finite), and
- * always without AVX-512: the caller then runs torch's own. */
+/* The update of a CSR matrix (n_out, n_in) from batch-minor post (n_out, batch) and pre
+ * (n_in, batch) terms, for a batch of 16 to 16 MAX_GROUPS samples in groups of 16; `wide`:
+ * torch's vectors hold 16 lanes (else 8; see first_level). Returns 0; 1 without touching
+ * `values` when an operand is outside what this exact path covers (another batch, a post
+ * term not in {-1, 0, 1}, a pre term not finite), and always without AVX-512: the caller
+ * then runs torch's own. */
 int darnn_sampled_update_f32(int64_t n_out, const int32_t *crow, const int32_t *col,
                              float *values, const float *post, const float *pre, int64_t n_in,
-                             double alpha, double beta, int32_t combine, int32_t threads) {
+                             int64_t batch, double alpha, double beta, int32_t combine,
+                             int32_t wide, int32_t threads) {
 #ifndef __AVX512F__
     (void)n_out, (void)crow, (void)col, (void)values, (void)post, (void)pre, (void)n_in;
-    (void)alpha, (void)beta, (void)combine, (void)threads;
+    (void)batch, (void)alpha, (void)beta, (void)combine, (void)wide, (void)threads;
     return 1;
 #else
+    const int m = (int)(batch / LANES);
+    if (batch % LANES != 0 || m < 1 || m > MAX_GROUPS) return 1;
     /* Branch-free scans (they vectorize): x - x is 0 for a finite x, NaN otherwise. */
     int odd = 0;
-    for (int64_t i = 0; i < n_out * LANES; i++)
+    for (int64_t i = 0; i < n_out * batch; i++)
         odd |= (post[i] != 0.0f) & (post[i] != 1.0f) & (post[i] != -1.0f);
-    for (int64_t i = 0; i < n_in * LANES; i++) odd |= pre[i] - pre[i] != 0.0f;
+    for (int64_t i = 0; i < n_in * batch; i++) odd |= pre[i] - pre[i] != 0.0f;
     if (odd) return 1;
     const float a = (float)alpha, b = (float)beta;
-    const int team = threads > 1 && crow[n_out] >= TEAM_MIN_ENTRIES;
+    const int team = threads > 1 && crow[n_out] * m >= TEAM_MIN_ENTRIES;
 #pragma omp parallel for num_threads(threads) schedule(static) if (team)
-    for (int64_t i = 0; i < n_out; i++)
-        update_row(crow[i], crow[i + 1], col, values, post + i * LANES, pre, a, b, combine);
+    for (int64_t i = 0; i < n_out; i++) {
+        const float *row_post = post + i * batch;
+        if (m == 1) /* the recipes' training batch: a loop compiled for it */
+            update_row_16(crow[i], crow[i + 1], col, values, row_post, pre, a, b, combine);
+        else
+            update_row_groups(crow[i], crow[i + 1], col, values, row_post, pre, a, b, combine,
+                              m, wide);
+    }
     return 0;
 #endif
 }

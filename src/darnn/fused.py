@@ -182,8 +182,8 @@ def library() -> ctypes.CDLL | None:
     phases.argtypes = [chain, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                        *sequential_batch, *[ctypes.c_void_p] * 7, *tail]  # fmt: skip
     update.restype = lib.darnn_update_compiled.restype = ctypes.c_int
-    update.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_double,
-                       ctypes.c_double, ctypes.c_int32, ctypes.c_int32]  # fmt: skip
+    update.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_int64,
+                       ctypes.c_double, ctypes.c_double, *[ctypes.c_int32] * 3]  # fmt: skip
     post.restype = ctypes.c_int64
     strided = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]  # an array and its strides
     post.argtypes = [ctypes.c_int64, ctypes.c_int64, *strided, *strided, ctypes.c_float,

@@ -22,40 +22,50 @@ from torch import Tensor
 from .couplings import SparseCoupling, batch_minor
 from .fused import library
 
-UPDATE_BATCH = 16  # the batch the C update takes (the kernel's block of lanes)
+GROUP = 16  # the C update takes batches of GROUP to GROUP * MAX_GROUPS samples, in groups
+MAX_GROUPS = 16  # (as fused.c)
 
 
 @functools.cache
-def calibrate() -> int | None:
-    """How this torch forms ``alpha * dot + beta * value`` in its CPU sampled product.
+def calibrate() -> tuple[int, int] | None:
+    """How this torch sums and forms its CPU sampled product: ``(combine, wide)``, or None.
 
-    The C update (`add_outer_`) reproduces torch.sparse.sampled_addmm bit for bit; the
-    one thing that varies between builds and CPUs is whether that last step is fused into a
-    multiply-add, and which way (0, 1, 2: see fused.c). Each way is tried on a small random
-    problem (rows with no, few and many non-zero post terms; zero weights, where the sign of
-    a zero sum shows); the one that gives torch's bits is returned, or None when none does
-    (a torch whose sum runs in another order): the update then stays torch's own.
+    The C update (`add_outer_`) reproduces torch.sparse.sampled_addmm bit for bit. Two
+    things vary between builds and CPUs: whether the last step ``alpha * dot + beta *
+    value`` is fused into a multiply-add, and which way (combine 0, 1, 2: see fused.c); and
+    whether torch's vectors hold 8 or 16 lanes (wide 0, 1), which sets the order of the sums
+    of a batch of more than 16. Each pair is tried on small random problems at batches 16
+    and 64 (rows with no, few and many non-zero post terms; zero weights, where the sign of
+    a zero sum shows); the one that gives torch's bits on both is returned, or None when none
+    does (a torch whose sum runs in another order): the update then stays torch's own.
     """
     lib = library()
     if lib is None or not lib.darnn_update_compiled():  # built without AVX-512 (fused.c)
         return None
     gen = torch.Generator().manual_seed(0)
-    n_out, n_in, batch = 96, 80, UPDATE_BATCH
-    support = torch.rand(n_out, n_in, generator=gen) < 0.3
-    weights = torch.randn(n_out, n_in, generator=gen)
-    weights[:4], weights[4:6] = 0.0, -0.0  # rows where the sign of a zero sum shows
-    active = (torch.rand(batch, n_out, generator=gen) < torch.linspace(0, 1, n_out)).float()
-    post = active * torch.where(torch.rand(batch, n_out, generator=gen) < 0.5, 1.0, -1.0)
-    pre = torch.rand(batch, n_in, generator=gen) * (torch.rand(batch, n_in, generator=gen) < 0.7)
-    alpha, decay = 0.0123456789, 6.29e-5
-    ref = SparseCoupling.from_dense(weights, support)
-    ref.add_outer_(post, pre, alpha, decay)
-    for mode in range(3):
-        got = SparseCoupling.from_dense(weights, support)
-        if _update(lib, got, post, pre, alpha, decay, mode, 1) == 0 and torch.equal(
-            got.values.view(torch.int32), ref.values.view(torch.int32)
-        ):
-            return mode
+    problems = []
+    for batch in (GROUP, 4 * GROUP):
+        n_out, n_in = 96, 80
+        support = torch.rand(n_out, n_in, generator=gen) < 0.3
+        weights = torch.randn(n_out, n_in, generator=gen)
+        weights[:4], weights[4:6] = 0.0, -0.0  # rows where the sign of a zero sum shows
+        active = (torch.rand(batch, n_out, generator=gen) < torch.linspace(0, 1, n_out)).float()
+        post = active * torch.where(torch.rand(batch, n_out, generator=gen) < 0.5, 1.0, -1.0)
+        pre = torch.rand(batch, n_in, generator=gen) * (
+            torch.rand(batch, n_in, generator=gen) < 0.7
+        )
+        ref = SparseCoupling.from_dense(weights, support)
+        ref.add_outer_(post, pre, 0.0123456789, 6.29e-5)
+        problems.append((weights, support, post, pre, ref.values.view(torch.int32)))
+    for way in ((combine, wide) for wide in (0, 1) for combine in range(3)):
+        for weights, support, post, pre, expected in problems:
+            got = SparseCoupling.from_dense(weights, support)
+            if _update(lib, got, post, pre, 0.0123456789, 6.29e-5, way, 1) != 0 or not (
+                torch.equal(got.values.view(torch.int32), expected)
+            ):
+                break
+        else:
+            return way
     return None
 
 
@@ -64,26 +74,30 @@ def add_outer_(
 ) -> bool:
     """`SparseCoupling.add_outer_` in C, with its bits; False (nothing done) where it can't.
 
-    It covers the local rule's updates: a batch of UPDATE_BATCH on the CPU in float32,
-    post-synaptic terms in {-1, 0, 1}, finite pre-synaptic ones, and a torch whose result
-    `calibrate` could reproduce. Sixteen entries' sums are formed together (half of torch's
-    time per entry), and a row with no non-zero post term only decays (docs/speed.md).
+    It covers the local rule's updates: a batch of a multiple of GROUP samples (up to GROUP
+    * MAX_GROUPS) on the CPU in float32, post-synaptic terms in {-1, 0, 1}, finite
+    pre-synaptic ones, and a torch whose result `calibrate` could reproduce. Sixteen
+    entries' sums are formed together (half of torch's time per entry at batch 16), and a
+    row with no non-zero post term only decays (docs/speed.md).
     """
     values, n_out, n_in = coupling.values, coupling.n_out, coupling.n_in
+    batch = post.shape[0]
     if (
-        post.shape != (UPDATE_BATCH, n_out)
-        or pre.shape != (UPDATE_BATCH, n_in)
+        batch % GROUP != 0
+        or not GROUP <= batch <= GROUP * MAX_GROUPS
+        or post.shape != (batch, n_out)
+        or pre.shape != (batch, n_in)
         or not (post.dtype == pre.dtype == values.dtype == torch.float32)
         or not (post.is_cpu and pre.is_cpu and values.is_cpu)
         or coupling.col.dtype != torch.int32
         or not values.is_contiguous()
     ):
         return False
-    mode = calibrate()
+    way = calibrate()
     lib = library()
-    if mode is None or lib is None:
+    if way is None or lib is None:
         return False
-    return _update(lib, coupling, post, pre, alpha, decay, mode, torch.get_num_threads()) == 0
+    return _update(lib, coupling, post, pre, alpha, decay, way, torch.get_num_threads()) == 0
 
 
 def post_terms(s: Tensor, h: Tensor, threshold: float) -> tuple[Tensor, int] | None:
@@ -111,12 +125,12 @@ def post_terms(s: Tensor, h: Tensor, threshold: float) -> tuple[Tensor, int] | N
 
 def _update(
     lib: ctypes.CDLL, coupling: SparseCoupling, post: Tensor, pre: Tensor, alpha: float,
-    decay: float, mode: int, threads: int,
+    decay: float, way: tuple[int, int], threads: int,
 ) -> int:  # fmt: skip
     keep = 1.0 - decay  # the arguments SparseCoupling.add_outer_ hands torch
     post, pre = batch_minor(post), batch_minor(pre)  # stored as (n, B)
     return lib.darnn_sampled_update_f32(
         coupling.n_out, coupling.crow.data_ptr(), coupling.col.data_ptr(),
         coupling.values.data_ptr(), post.data_ptr(), pre.data_ptr(), coupling.n_in,
-        alpha * keep, keep, mode, threads,
+        post.shape[0], alpha * keep, keep, *way, threads,
     )  # fmt: skip
