@@ -13,7 +13,9 @@ For each configuration it prints (and writes to --out) one JSON object with
 * each of --kernels (learning.kernel: torch, the tensor operations; fused, the compiled CPU
   relaxation of darnn.fused; auto, what a user gets), timed in the same run;
 * the machine's limits: dense sgemm GFLOP/s and memory read bandwidth, and the GFLOP/s
-  (useful products only) and GB/s (weights streamed) the runs achieve.
+  (useful products only) and GB/s (weights streamed) the runs achieve;
+* the local rule's sparse updates of W_in and J alone, torch's and darnn.sampled's C one, at
+  batches 16 and 64 on one thread ("sparse_updates_ms").
 
 Configurations are the shipped recipes, read from configs/*.yaml with the run-config
 loader (network, learning and input transform exactly as `darnn train` uses them): A
@@ -43,11 +45,20 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from darnn import sampled
 from darnn.config import KERNELS, LearningConfig
-from darnn.couplings import Coupling, SparseCoupling
+from darnn.couplings import Coupling, SparseCoupling, batch_minor
 from darnn.data import DataError, load_dataset
 from darnn.dynamics import spin_sign
-from darnn.learning import StepStats, dynamics_kernels, evaluate, learning_step, three_phases
+from darnn.learning import (
+    StepStats,
+    dynamics_kernels,
+    evaluate,
+    learning_step,
+    post_terms,
+    three_phases,
+    two_phase,
+)
 from darnn.network import Network
 from darnn.runconfig import DataConfig, RunConfig, load_run_config
 from darnn.threads import available_cores, choose_threads, product_work, using_threads
@@ -238,6 +249,48 @@ def bare_kernels(
     return {k: best_time(f, device, repeats, inner) for k, f in kernels.items()}
 
 
+def sparse_updates(
+    net: Network, lc: LearningConfig, X: Tensor, y: Tensor, repeats: int
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Milliseconds of the rule's sparse updates of W_in and J, one thread, batches 16 and 64.
+
+    torch: `SparseCoupling.add_outer_` (torch.sparse.sampled_addmm); c: darnn.sampled's C
+    update (None where it declines). The post terms are the rule's (kappa_j) on a relaxed
+    batch; each update works on a copy of the coupling.
+    """
+    cpu = torch.device("cpu")
+
+    def ms(update: Callable[[], object]) -> float:
+        return 1e3 * best_time(update, cpu, repeats, 10)[0]
+
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    with using_threads(1):
+        for batch in (16, 64):
+            x, yb = batch_minor(X[:batch]), y[:batch]
+            free = two_phase(net, x, yb, lc)[1]
+            s = free.states[0]
+            post = post_terms(s, free.fields[0], lc.kappa_j)[0]
+            timed: dict[str, dict[str, float | None]] = {}
+            for name, coupling, pre in (("w_in", net.w_in[0], x), ("J", net.recurrent.J[0], s)):
+                if not isinstance(coupling, SparseCoupling):
+                    continue
+                shape = (coupling.n_out, coupling.n_in)
+                ours, theirs = (
+                    SparseCoupling(coupling.crow.clone(), coupling.col.clone(),
+                                   coupling.values.detach().clone(), shape)
+                    for _ in range(2)
+                )  # fmt: skip
+                declined = not sampled.add_outer_(ours, post, pre, 0.01, 1e-5)
+                timed[name] = {
+                    "torch": ms(lambda c=theirs, p=post, q=pre: c.add_outer_(p, q, 0.01, 1e-5)),
+                    "c": None if declined else ms(
+                        lambda c=ours, p=post, q=pre: sampled.add_outer_(c, p, q, 0.01, 1e-5)
+                    ),
+                }  # fmt: skip
+            out[str(batch)] = timed
+    return out
+
+
 def authors_style_step(net: Network, cfg: LearningConfig) -> Callable[[Tensor, Tensor], None]:
     """A training step done the way the authors' JAX library does it, for comparison.
 
@@ -375,6 +428,7 @@ def run_config(name: str, kernel: str, args: argparse.Namespace, device: torch.d
     t_step, bare = step_s[best], bare_s[best]
     best_eval = min(walls, key=eval_s.__getitem__)
     t_eval = eval_s[best_eval]
+    updates = sparse_updates(net, lc, X, y, args.repeats) if device.type == "cpu" else {}
     sweeps = sweep_counts(net, X, y, lc, min(steps, 40), pos)
     mem = model_memory(net)
 
@@ -443,6 +497,7 @@ def run_config(name: str, kernel: str, args: argparse.Namespace, device: torch.d
         "bare_ms": {**{k: 1e3 * v for k, v in bare.items()},
                     "step": 1e3 * bare_step(bare, products_run),
                     "step_all_sweeps": 1e3 * bare_step(bare, products_max)},
+        "sparse_updates_ms": updates,
         "memory": mem,
     }  # fmt: skip
 

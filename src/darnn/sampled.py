@@ -1,14 +1,15 @@
 """The local rule's sparse update in C, with the bits of torch's sampled product.
 
 `SparseCoupling.add_outer_` forms W <- (W + alpha post^T pre) (1 - decay) on the stored
-entries with torch.sparse.sampled_addmm. For a training batch of 16 `add_outer_` here does
-the same in the fused library (darnn.fused; the C code is in fused.c): it sums sixteen
-entries' dot products together, in the order torch sums each one, so that the weights are
-the same bit for bit, and a row with no non-zero post term only decays. About half of
-torch's time per entry; docs/speed.md has the measurements. `calibrate` checks, once, that
-the result is torch's here; where it is not (or the CPU has no AVX-512), the update stays
-torch's own. `post_terms` forms the rule's post-synaptic terms in one call instead of three
-tensor operations.
+entries with torch.sparse.sampled_addmm. For a training batch of 16, 32, ... 256 samples
+`add_outer_` here does the same in the fused library (darnn.fused; the C code is in
+fused.c): it sums sixteen entries' dot products together, in the order torch sums each one,
+so that the weights are the same bit for bit, and a row with no non-zero post term only
+decays. About 40 % of torch's time per entry at batch 16 and 60 % at batch 64;
+docs/speed.md has the measurements. `calibrate` checks, once, that the result is torch's
+here; where it is not (or the CPU has no AVX-512), the update stays torch's own.
+`post_terms` forms the rule's post-synaptic terms in one call instead of three tensor
+operations.
 """
 
 from __future__ import annotations
