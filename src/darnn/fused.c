@@ -592,18 +592,20 @@ int darnn_phases_f32(const chain_t *ch, const coupling_t *w_in, const float *x, 
 /* ------------------------------------------------------------------ the local rule's update
  *
  * values <- alpha * (post^T pre)[stored] + beta * values for a CSR matrix and a batch of
- * LANES, with the bits of torch.sparse.sampled_addmm on the CPU. Its dot product of two
- * LANES-vectors is a product per lane and then a tree of additions: lanes l and l + 8, then
- * l + 4, l + 2, l + 1 (ATen's vectorized reduction). Here LANES stored entries are reduced
- * together: their product vectors are folded pairwise, each fold adding the same lanes as
- * the tree, so one vector ends with the LANES sums (half the time of one tree per entry,
- * which ends in one lane). The folds shuffle 512-bit registers: without AVX-512 they cost
- * more than they save, and the update stays torch's (darnn_update_compiled). The rule's
- * post-synaptic terms are in {-1, -0, +0, +1}: each product is exact, so whether torch
- * fuses a product with an addition cannot matter. A row whose post terms are all zero only
- * decays (a third of the rows in a trained recipe-A step): beta * value, block by block,
- * unless that is itself zero in the block (where the sign of a zero sum shows). `combine` is how torch forms the result
- * (darnn.sampled.calibrate finds it): 0 fma(alpha, dot, beta value), 1 fma(beta, value,
+ * 16, 32, ... 16 MAX_GROUPS samples, with the bits of torch.sparse.sampled_addmm on the CPU.
+ * Its dot product of two batch-vectors is a product per lane, its vector's chunks added in
+ * order, then a tree over the vector's lanes (ATen's map2_reduce_all); for 16 samples on an
+ * 8-lane build: lanes l and l + 8, then l + 4, l + 2, l + 1. Here LANES stored entries are
+ * reduced together: their product vectors are folded pairwise, each fold adding the same
+ * lanes as the tree, so one vector ends with the LANES sums (half the time of one tree per
+ * entry, which ends in one lane). The folds shuffle 512-bit registers: without AVX-512 they
+ * cost more than they save, and the update stays torch's (darnn_update_compiled). The
+ * rule's post-synaptic terms are in {-1, -0, +0, +1}: each product is exact, so whether
+ * torch fuses a product with an addition cannot matter. A row whose post terms are all zero
+ * only decays (a third of the rows in a trained recipe-A step): beta * value, block by
+ * block, unless that is itself zero in the block (where the sign of a zero sum shows).
+ * `combine` is how torch forms the result (darnn.sampled.calibrate finds it, and whether
+ * its vectors hold 8 or 16 lanes): 0 fma(alpha, dot, beta value), 1 fma(beta, value,
  * alpha dot), 2 alpha dot + beta value. */
 
 #ifdef __AVX512F__
