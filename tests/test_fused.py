@@ -132,6 +132,22 @@ def test_the_three_phases_in_one_call_equal_three_relaxations(
         assert_same_relaxation(phases[-1], got)
 
 
+def test_the_one_call_keeps_float32_whatever_the_default_dtype() -> None:
+    net = network("csr-1")
+    x, y = inputs(16)
+    cfg = dataclasses.replace(RULE, kernel="fused")
+    ref_drives, ref = two_phase(net, x, y, cfg)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        drives, got = two_phase(net, x, y, cfg)
+    finally:
+        torch.set_default_dtype(default)
+    assert all(t.dtype == torch.float32 for t in (*drives, *got.states, *got.fields))
+    assert all(torch.equal(a, b) for a, b in zip(drives, ref_drives))
+    assert_same_relaxation(ref, got)
+
+
 @pytest.mark.parametrize("name", ["csr-2", "dense-2"])
 def test_the_one_call_computes_every_module_s_drive(name: str) -> None:
     """With input to every module (network.input_to_all), each W_in x as the torch path."""

@@ -427,7 +427,7 @@ def phases(
                          "(float32)")  # fmt: skip
     total = sum(sizes)
     # Drives, states, fields, internal fields, then the clamped drive of the last module.
-    buf = torch.empty((4 * total + sizes[-1]) * batch)
+    buf = torch.empty((4 * total + sizes[-1]) * batch, dtype=torch.float32)
     kinds = buf[: 4 * total * batch].view(4, total, batch).transpose(1, 2).unbind(0)
     base, starts = buf.data_ptr(), chain.starts
 
